@@ -1,0 +1,157 @@
+"""Command line: `mlmon serve`, `mlmon baseline`, `mlmon check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .baseline import BaselineError, build_profile, read_training_data, write_profile
+from .config import ConfigError, load_config, split_address
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .monitor import Monitor
+
+log = logging.getLogger("mlmon")
+
+
+def build_registry(monitor: Monitor) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from .collector import MlmonCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MlmonCollector(monitor))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from .monitor import Monitor
+    from .web import create_app
+
+    cfg = load_config(args.config)
+    if args.listen_address:
+        split_address(args.listen_address)
+        cfg = replace(cfg, server=replace(cfg.server, listen_address=args.listen_address))
+    if args.threads:
+        cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
+    monitor = Monitor(cfg)
+    app = create_app(monitor, build_registry(monitor))
+    host, port = split_address(cfg.server.listen_address)
+    log.info(
+        "mlmon %s serving %d model(s) on http://%s:%d/",
+        __version__,
+        len(monitor.models),
+        host,
+        port,
+    )
+    waitress.serve(
+        app,
+        host=host,
+        port=port,
+        threads=cfg.server.threads,
+        ident="mlmon",
+        clear_untrusted_proxy_headers=True,
+        _quiet=True,
+    )
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    model = cfg.model(args.model)
+    if model is None:
+        raise ConfigError(
+            [f"no model named {args.model!r} (known: {', '.join(m.name for m in cfg.models)})"],
+            args.config,
+        )
+    names = [f.name for f in model.features] if model.features is not None else None
+    data = read_training_data(args.data, names, progress=not args.no_progress)
+    profile = build_profile(model, data)
+    out = Path(args.output) if args.output else model.baseline
+    write_profile(profile, out)
+    print(
+        f"wrote {out}: {profile['rows']} rows, {len(profile['features'])} features, "
+        f"{profile['hash']}"
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .monitor import Monitor
+
+    cfg = load_config(args.config)
+    Monitor(cfg)
+    print(f"{args.config}: OK, {len(cfg.models)} model(s)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlmon",
+        description="Monitoring for ML models in production: a Prometheus sidecar exporter.",
+    )
+    p.add_argument("--version", action="version", version=f"mlmon {__version__}")
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the exporter and its ingest API")
+    s.add_argument("--config", "--config.file", dest="config", required=True)
+    s.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        help="HOST:PORT to listen on (default from the config, else 127.0.0.1:9797)",
+    )
+    s.add_argument(
+        "--web.threads",
+        dest="threads",
+        type=int,
+        default=None,
+        help="worker threads of the HTTP server (default 4)",
+    )
+    s.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("baseline", help="build a baseline profile from training data")
+    b.add_argument("--config", "--config.file", dest="config", required=True)
+    b.add_argument("--model", required=True)
+    b.add_argument("--data", required=True, help="CSV with a header, or JSONL event rows")
+    b.add_argument(
+        "--output",
+        help="where to write the profile (default: the model's baseline path from the config)",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_baseline)
+
+    c = sub.add_parser("check-config", help="validate a config and its baselines")
+    c.add_argument("--config", "--config.file", dest="config", required=True)
+    c.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (ConfigError, BaselineError, ValueError) as e:
+        print(f"mlmon: error: {e}", file=sys.stderr)
+        return 2

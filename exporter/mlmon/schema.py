@@ -1,0 +1,257 @@
+"""A model's resolved schema: its config joined with its baseline profile.
+
+Numeric columns are grouped into one `NumericBlock` and categorical columns into one
+`CategoricalBlock`, each holding fixed-size, padded numpy arrays (edges, vocabularies,
+reference counts), so ingest bins every feature of a batch with a handful of array
+operations and the drift statistics run over all features at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
+from .config import FeatureSpec, ModelConfig
+
+
+@dataclass
+class NumericBlock:
+    """Numeric columns binned on each column's fine grid; bin i is (grid[i-1], grid[i]], the
+    last bin is (grid[-1], +inf). Rows are padded with +inf edges to a common width."""
+
+    names: tuple[str, ...]
+    edges: np.ndarray  # [F, E] fine interior edges, +inf padded
+    n_bins: np.ndarray  # [F] real bins per column (len(grid) + 1)
+    points: np.ndarray  # [F, B] representative point of each bin (Wasserstein)
+    coarse_edges: tuple[tuple[float, ...], ...]  # histogram `le` bounds per column
+    coarse_pos: tuple[np.ndarray, ...]  # fine-bin index whose upper edge is each coarse edge
+    coarse_index: np.ndarray  # [F, C] coarse_pos padded with the last fine bin
+    ref_counts: np.ndarray  # [F, B] reference counts on the fine grid
+    ref_missing: np.ndarray  # [F]
+    ref_sum: np.ndarray  # [F]
+    mins: np.ndarray  # [F]
+    maxs: np.ndarray  # [F]
+    stds: np.ndarray  # [F]
+
+    @property
+    def width(self) -> int:
+        return self.edges.shape[1] + 1
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_profiles(cls, names: list[str], profiles: list[dict[str, Any]]) -> NumericBlock:
+        e_max = max((len(p["grid"]) for p in profiles), default=0)
+        f = len(names)
+        edges = np.full((f, e_max), np.inf)
+        points = np.zeros((f, e_max + 1))
+        ref = np.zeros((f, e_max + 1))
+        coarse_pos = []
+        for i, p in enumerate(profiles):
+            grid = np.asarray(p["grid"], dtype=np.float64)
+            k = grid.size
+            edges[i, :k] = grid
+            ref[i, : k + 1] = p["grid_counts"]
+            ext = np.concatenate(([min(p["min"], grid[0])], grid, [max(p["max"], grid[-1])]))
+            pts = (ext[:-1] + ext[1:]) / 2.0
+            points[i, : k + 1] = pts
+            points[i, k + 1 :] = pts[-1]  # padding adds zero distance
+            coarse_pos.append(np.searchsorted(grid, np.asarray(p["edges"]), side="left"))
+        c_max = max((len(p) for p in coarse_pos), default=0)
+        coarse_index = np.full((f, c_max), e_max, dtype=np.int64)
+        for i, pos in enumerate(coarse_pos):
+            coarse_index[i, : len(pos)] = pos
+        return cls(
+            names=tuple(names),
+            edges=edges,
+            n_bins=np.asarray([len(p["grid"]) + 1 for p in profiles], dtype=np.int64),
+            points=points,
+            coarse_edges=tuple(tuple(p["edges"]) for p in profiles),
+            coarse_pos=tuple(coarse_pos),
+            coarse_index=coarse_index,
+            ref_counts=ref,
+            ref_missing=np.asarray([p["missing"] for p in profiles], dtype=np.float64),
+            ref_sum=np.asarray([p["sum"] for p in profiles], dtype=np.float64),
+            mins=np.asarray([p["min"] for p in profiles], dtype=np.float64),
+            maxs=np.asarray([p["max"] for p in profiles], dtype=np.float64),
+            stds=np.asarray([p["std"] for p in profiles], dtype=np.float64),
+        )
+
+    def bin(self, x: np.ndarray) -> np.ndarray:
+        """Fine-bin index of every value of ``x`` ([N, F], NaN for missing)."""
+        out = np.empty(x.shape, dtype=np.int64)
+        for j in range(x.shape[1]):
+            out[:, j] = np.searchsorted(self.edges[j], x[:, j], side="left")
+        return out
+
+    def coarse_cumulative(self, counts: np.ndarray) -> np.ndarray:
+        """[F, C] cumulative counts at each column's coarse edges (the histogram buckets
+        without +Inf); padding columns repeat the column's total."""
+        cum = np.cumsum(counts, axis=-1)
+        return np.take_along_axis(cum, self.coarse_index, axis=-1)
+
+    def coarse_counts(self, counts: np.ndarray) -> np.ndarray:
+        """[F, C + 1] counts per coarse bucket (zero-padded), from fine-grid counts."""
+        cum = self.coarse_cumulative(counts)
+        total = counts.sum(axis=-1, keepdims=True)
+        return np.diff(np.concatenate([np.zeros_like(total), cum, total], axis=-1), axis=-1)
+
+
+@dataclass
+class CategoricalBlock:
+    """Categorical columns: each column's vocabulary, then its ``__other__`` bucket."""
+
+    names: tuple[str, ...]
+    vocab: tuple[dict[str, int], ...]
+    categories: tuple[tuple[str, ...], ...]  # vocabulary + (OTHER,) per column
+    ref_counts: np.ndarray  # [G, K] padded with zeros
+    ref_missing: np.ndarray  # [G]
+
+    @property
+    def width(self) -> int:
+        return self.ref_counts.shape[1] if len(self.names) else 1
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_profiles(cls, names: list[str], profiles: list[dict[str, Any]]) -> CategoricalBlock:
+        cats = [(*tuple(c for c, _ in p["categories"]), OTHER) for p in profiles]
+        k = max((len(c) for c in cats), default=1)
+        ref = np.zeros((len(names), k))
+        for i, p in enumerate(profiles):
+            counts = [n for _, n in p["categories"]] + [p["other"]]
+            ref[i, : len(counts)] = counts
+        return cls(
+            names=tuple(names),
+            vocab=tuple({c: j for j, c in enumerate(cs[:-1])} for cs in cats),
+            categories=tuple(cats),
+            ref_counts=ref,
+            ref_missing=np.asarray([p["missing"] for p in profiles], dtype=np.float64),
+        )
+
+    def other_index(self, j: int) -> int:
+        return len(self.categories[j]) - 1
+
+
+@dataclass
+class ModelSchema:
+    config: ModelConfig
+    profile: dict[str, Any]
+    numeric: NumericBlock
+    categorical: CategoricalBlock
+    classes: tuple[str, ...]  # empty for regression
+    positive_class: str | None
+    prediction_numeric: NumericBlock | None  # regression
+    prediction_classes: CategoricalBlock | None  # classification
+    score: NumericBlock | None  # classification
+    feature_kinds: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def baseline_hash(self) -> str:
+        return self.profile["hash"]
+
+    @property
+    def baseline_rows(self) -> int:
+        return int(self.profile["rows"])
+
+
+def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
+    """Join a model's config with its baseline; raise BaselineError when they disagree."""
+    errors: list[str] = []
+    pf = profile["features"]
+    if profile.get("task") not in (None, model.task):
+        errors.append(
+            f"baseline was built for task {profile['task']!r}, config says {model.task!r}"
+        )
+    specs = (
+        model.features
+        if model.features is not None
+        else tuple(FeatureSpec(name=n, kind=None) for n in pf)
+    )
+    kinds: dict[str, str] = {}
+    for s in specs:
+        if s.name not in pf:
+            errors.append(f"feature {s.name!r} is not in the baseline")
+            continue
+        kind = pf[s.name]["kind"]
+        if s.kind is not None and s.kind != kind:
+            errors.append(
+                f"feature {s.name!r} is {s.kind} in the config but {kind} in the baseline"
+            )
+        kinds[s.name] = kind
+
+    num = [n for n, k in kinds.items() if k == "numeric"]
+    cat = [n for n, k in kinds.items() if k == "categorical"]
+
+    classes: tuple[str, ...] = ()
+    positive = None
+    pred_num = pred_cls = score = None
+    ref_pred = profile.get("prediction") or profile.get("label")
+    if model.task == "regression":
+        if ref_pred is None:
+            errors.append("a regression baseline needs a prediction or label column")
+        else:
+            pred_num = NumericBlock.from_profiles(["prediction"], [ref_pred])
+    else:
+        if model.classes is not None:
+            classes = model.classes
+        elif ref_pred is not None:
+            classes = tuple(c for c, _ in ref_pred["categories"])
+        if len(classes) < 2:
+            errors.append(
+                "classes are unknown: list them in the config or add a prediction "
+                "or label column to the training data"
+            )
+        elif model.task == "binary" and len(classes) != 2:
+            errors.append(f"a binary model needs two classes, the baseline has {len(classes)}")
+        else:
+            positive = (model.positive_class or classes[-1]) if model.task == "binary" else None
+            ref = {c: n for c, n in (ref_pred["categories"] if ref_pred else [])}
+            pred_cls = CategoricalBlock.from_profiles(
+                ["prediction"],
+                [
+                    {
+                        "categories": [[c, ref.get(c, 0)] for c in classes],
+                        "other": ref_pred["other"] if ref_pred else 0,
+                        "missing": 0,
+                    }
+                ],
+            )
+        score_profile = profile.get("score") or _empty_score_profile()
+        score = NumericBlock.from_profiles(["score"], [score_profile])
+    if errors:
+        raise BaselineError("; ".join(errors))
+    return ModelSchema(
+        config=model,
+        profile=profile,
+        numeric=NumericBlock.from_profiles(num, [pf[n] for n in num]),
+        categorical=CategoricalBlock.from_profiles(cat, [pf[n] for n in cat]),
+        classes=classes,
+        positive_class=positive,
+        prediction_numeric=pred_num,
+        prediction_classes=pred_cls,
+        score=score,
+        feature_kinds=kinds,
+    )
+
+
+def _empty_score_profile() -> dict[str, Any]:
+    # No reference scores: keep the fixed score buckets so live scores are still exported;
+    # with an empty reference no score drift is computed.
+    p = numeric_profile(np.array([0.5]), 0, 10, 100, edges=SCORE_EDGES, fixed_grid=SCORE_GRID)
+    p["grid_counts"] = [0] * len(p["grid_counts"])
+    p.update(count=0, sum=0.0, min=0.0, max=1.0, std=0.0)
+    return p

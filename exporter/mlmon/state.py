@@ -1,0 +1,293 @@
+"""Per model and version: fixed-size count vectors with a ring of time slices.
+
+Every counter of one model version lives in one flat int64 vector whose `Layout` names the
+parts (feature bins, missing, out-of-range, categories, prediction, score, service). A
+batch becomes one ``np.bincount`` over flat indices and is added to the current slice, the
+sliding-window sum and the all-time totals. Rotating the ring subtracts the slice that
+leaves the window. Memory depends on the schema only, never on the length of the stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FAILURE_REASONS
+from .events import Batch
+from .schema import ModelSchema, NumericBlock
+
+# Inference latency buckets: 1 ms to 10 s covers in-process models to heavy GPU batches
+# with about two buckets per decade, so p50/p90/p99 interpolate within a factor of 2.5.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OTHER_VERSION = "__other__"
+
+
+@dataclass(frozen=True)
+class Part:
+    start: int
+    shape: tuple[int, ...]
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(np.prod(self.shape))
+
+
+class Layout:
+    """Where each counter of a version sits in the flat int (and float) vectors."""
+
+    def __init__(self, schema: ModelSchema) -> None:
+        self.size = 0
+        self.fsize = 0
+        num, cat = schema.numeric, schema.categorical
+        self.num_bins = self._add((len(num), num.width))
+        self.num_missing = self._add((len(num),))
+        self.num_below = self._add((len(num),))
+        self.num_above = self._add((len(num),))
+        self.cat_bins = self._add((len(cat), cat.width))
+        self.cat_missing = self._add((len(cat),))
+        pn, pc, sc = schema.prediction_numeric, schema.prediction_classes, schema.score
+        pwidth = pn.width if pn is not None else (pc.width if pc is not None else 1)
+        self.pred_bins = self._add((1, pwidth))
+        self.pred_missing = self._add((1,))
+        self.score_bins = self._add((1, sc.width if sc is not None else 1))
+        self.events = self._add((1,))
+        self.ok_events = self._add((1,))
+        self.failures = self._add((len(FAILURE_REASONS),))
+        self.latency = self._add((len(LATENCY_BUCKETS) + 1,))
+        self.latency_observed = self._add((1,))
+        self.num_sum = self._addf((len(num),))
+        self.pred_sum = self._addf((1,))
+        self.score_sum = self._addf((1,))
+        self.latency_sum = self._addf((1,))
+
+    def _add(self, shape: tuple[int, ...]) -> Part:
+        p = Part(self.size, shape)
+        self.size = p.stop
+        return p
+
+    def _addf(self, shape: tuple[int, ...]) -> Part:
+        p = Part(self.fsize, shape)
+        self.fsize = p.stop
+        return p
+
+    @staticmethod
+    def view(vec: np.ndarray, part: Part) -> np.ndarray:
+        return vec[part.start : part.stop].reshape(part.shape)
+
+
+def _numeric_indices(
+    block: NumericBlock,
+    x: np.ndarray,
+    bins_part: Part,
+    missing_part: Part,
+    below: Part | None,
+    above: Part | None,
+) -> list[np.ndarray]:
+    if x.shape[1] == 0 or x.shape[0] == 0:
+        return []
+    width = block.width
+    present = ~np.isnan(x)
+    bins = block.bin(x)
+    cols = np.broadcast_to(np.arange(x.shape[1]), x.shape)
+    out = [bins_part.start + (cols * width + bins)[present], missing_part.start + cols[~present]]
+    if below is not None and above is not None:
+        with np.errstate(invalid="ignore"):
+            out.append(below.start + cols[x < block.mins])
+            out.append(above.start + cols[x > block.maxs])
+    return out
+
+
+def batch_delta(
+    layout: Layout, schema: ModelSchema, batch: Batch, rows: np.ndarray | slice
+) -> tuple[np.ndarray, np.ndarray]:
+    """The int and float increments that the selected rows of a batch add to a version."""
+    all_rows = np.arange(batch.n)[rows]
+    ok_rows = all_rows[batch.ok[all_rows]]
+    x, cats = batch.x_num[ok_rows], batch.cat_idx[ok_rows]
+    idx = _numeric_indices(
+        schema.numeric, x, layout.num_bins, layout.num_missing, layout.num_below, layout.num_above
+    )
+    if cats.shape[1] and cats.shape[0]:
+        cols = np.broadcast_to(np.arange(cats.shape[1]), cats.shape)
+        present = cats >= 0
+        idx.append(layout.cat_bins.start + (cols * schema.categorical.width + cats)[present])
+        idx.append(layout.cat_missing.start + cols[~present])
+
+    fdelta = np.zeros(layout.fsize)
+    Layout.view(fdelta, layout.num_sum)[:] = np.nansum(x, axis=0) if x.size else 0.0
+    if schema.prediction_numeric is not None:
+        pv = batch.pred_value[ok_rows][:, None]
+        idx += _numeric_indices(
+            schema.prediction_numeric, pv, layout.pred_bins, layout.pred_missing, None, None
+        )
+        fdelta[layout.pred_sum.start] = np.nansum(pv)
+    else:
+        pi = batch.pred_idx[ok_rows]
+        idx.append(layout.pred_bins.start + pi[pi >= 0])
+        idx.append(np.full(int((pi < 0).sum()), layout.pred_missing.start))
+    if schema.score is not None:
+        s = batch.score[ok_rows]
+        s = s[~np.isnan(s)]
+        idx.append(layout.score_bins.start + schema.score.bin(s[:, None])[:, 0])
+        fdelta[layout.score_sum.start] = s.sum()
+
+    lat = batch.latency[all_rows]
+    lat = lat[~np.isnan(lat)]
+    idx.append(layout.latency.start + np.searchsorted(LATENCY_BUCKETS, lat, side="left"))
+    idx.append(np.full(lat.size, layout.latency_observed.start))
+    fdelta[layout.latency_sum.start] = lat.sum()
+    fail = batch.failure[all_rows]
+    idx.append(layout.failures.start + fail[fail >= 0])
+
+    delta = (
+        np.bincount(np.concatenate(idx), minlength=layout.size)
+        if idx
+        else np.zeros(layout.size, dtype=np.int64)
+    )
+    delta[layout.events.start] += all_rows.size
+    delta[layout.ok_events.start] += ok_rows.size
+    return delta.astype(np.int64, copy=False), fdelta
+
+
+class VersionState:
+    """Counts of one model version: all-time totals, and a ring of slices for the window."""
+
+    def __init__(self, layout: Layout, slices: int, head: int, now: float) -> None:
+        self.ring = np.zeros((slices, layout.size), dtype=np.int64)
+        self.window = np.zeros(layout.size, dtype=np.int64)
+        self.total = np.zeros(layout.size, dtype=np.int64)
+        self.fring = np.zeros((slices, layout.fsize))
+        self.fwindow = np.zeros(layout.fsize)
+        self.ftotal = np.zeros(layout.fsize)
+        self.head = head
+        self.last_update = now
+        self.generation = 0
+
+    def advance(self, head: int) -> None:
+        steps = head - self.head
+        if steps <= 0:
+            return
+        slices = self.ring.shape[0]
+        if steps >= slices:
+            self.ring[:] = 0
+            self.window[:] = 0
+            self.fring[:] = 0.0
+        else:
+            for k in range(1, steps + 1):
+                slot = (self.head + k) % slices
+                self.window -= self.ring[slot]
+                self.ring[slot] = 0
+                self.fring[slot] = 0.0
+        # Float sums are re-added rather than subtracted, so rounding never accumulates.
+        self.fwindow = self.fring.sum(axis=0)
+        self.head = head
+        self.generation += 1
+
+    def add(self, delta: np.ndarray, fdelta: np.ndarray, now: float) -> None:
+        slot = self.head % self.ring.shape[0]
+        self.ring[slot] += delta
+        self.window += delta
+        self.total += delta
+        self.fring[slot] += fdelta
+        self.fwindow += fdelta
+        self.ftotal += fdelta
+        self.last_update = now
+        self.generation += 1
+
+
+@dataclass
+class VersionSnapshot:
+    version: str
+    window: np.ndarray
+    total: np.ndarray
+    fwindow: np.ndarray
+    ftotal: np.ndarray
+    generation: int
+
+
+class ModelState:
+    """All versions of one model, guarded by one lock; the clock is injectable for tests."""
+
+    def __init__(
+        self,
+        schema: ModelSchema,
+        limits: dict[str, int],
+        clock: Callable[[], float] = time.time,
+        on_limit: Callable[[str], None] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.layout = Layout(schema)
+        self.max_versions = limits["max_versions"]
+        self.clock = clock
+        self.on_limit = on_limit or (lambda name: None)
+        self.lock = threading.Lock()
+        self.versions: dict[str, VersionState] = {}
+        self.slice_seconds = schema.config.window.slice_seconds
+        self.slices = schema.config.window.slices
+
+    def _head(self, now: float) -> int:
+        return int(now // self.slice_seconds)
+
+    def _version(self, name: str, now: float) -> VersionState:
+        vs = self.versions.get(name)
+        if vs is not None:
+            return vs
+        if len(self.versions) >= self.max_versions:
+            self.on_limit("max_versions")
+            # Retire the longest-idle version if its window has emptied; otherwise fold the
+            # newcomer into __other__ so that a flood of versions cannot grow the series.
+            idle = min(
+                ((v.last_update, k) for k, v in self.versions.items() if k != OTHER_VERSION),
+                default=None,
+            )
+            if idle is not None and now - idle[0] > self.slice_seconds * self.slices:
+                del self.versions[idle[1]]
+            else:
+                name = OTHER_VERSION
+                if name in self.versions:
+                    return self.versions[name]
+        vs = VersionState(self.layout, self.slices, self._head(now), now)
+        self.versions[name] = vs
+        return vs
+
+    def ingest(self, batch: Batch) -> None:
+        if batch.n == 0:
+            return
+        now = self.clock()
+        head = self._head(now)
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(batch.versions):
+            groups.setdefault(v, []).append(i)
+        # The deltas are computed outside the lock; only the additions hold it.
+        deltas = []
+        for version, rows in groups.items():
+            sel: np.ndarray | slice = slice(None) if len(groups) == 1 else np.asarray(rows)
+            deltas.append((version, *batch_delta(self.layout, self.schema, batch, sel)))
+        with self.lock:
+            for vs in self.versions.values():
+                vs.advance(head)
+            for version, d, fd in deltas:
+                self._version(version, now).add(d, fd, now)
+
+    def snapshot(self) -> list[VersionSnapshot]:
+        """Copies of every version's counts, the window advanced to now."""
+        head = self._head(self.clock())
+        with self.lock:
+            out = []
+            for name, vs in self.versions.items():
+                vs.advance(head)
+                out.append(
+                    VersionSnapshot(
+                        name,
+                        vs.window.copy(),
+                        vs.total.copy(),
+                        vs.fwindow.copy(),
+                        vs.ftotal.copy(),
+                        vs.generation,
+                    )
+                )
+            return out

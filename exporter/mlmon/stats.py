@@ -1,0 +1,125 @@
+"""Drift statistics over binned counts, vectorised over features.
+
+Every function takes count arrays shaped ``[features, bins]`` (reference and live on the
+same bins) and returns one value per feature. Padding bins that are empty on both sides
+contribute nothing, so features with different numbers of bins share one array.
+Pure numpy/scipy: no I/O, no HTTP, no Prometheus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as _st
+
+# PSI is undefined for an empty bin; floor proportions at this value (a common choice
+# that keeps one empty bin from dominating the sum).
+PSI_EPSILON = 1e-4
+
+
+def _proportions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = counts / n[..., None]
+    return p, n
+
+
+def psi(ref: np.ndarray, live: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+    """Population stability index: sum((q - p) * ln(q / p)), proportions floored at epsilon."""
+    p, _ = _proportions(ref)
+    q, _ = _proportions(live)
+    both_empty = (p == 0) & (q == 0)
+    p = np.maximum(p, epsilon)
+    q = np.maximum(q, epsilon)
+    terms = (q - p) * np.log(q / p)
+    return np.where(both_empty, 0.0, terms).sum(axis=-1)
+
+
+def _xlogy_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a > 0, a * np.log(a / np.where(b > 0, b, 1.0)), 0.0)
+
+
+def jensen_shannon(ref: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon distance with base-2 logarithms (0 identical .. 1 disjoint)."""
+    p, _ = _proportions(ref)
+    q, _ = _proportions(live)
+    m = (p + q) / 2.0
+    div = (_xlogy_ratio(p, m).sum(axis=-1) + _xlogy_ratio(q, m).sum(axis=-1)) / 2.0
+    return np.sqrt(np.maximum(div / np.log(2.0), 0.0))
+
+
+def ks(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sample Kolmogorov–Smirnov statistic at the bin edges, and its asymptotic p-value.
+
+    Equals ``scipy.stats.ks_2samp(method="asymp")`` on samples whose values are the bins'
+    representative points: both empirical CDFs only step there.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    n1 = ref.sum(axis=-1)
+    n2 = live.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf1 = np.cumsum(ref, axis=-1) / n1[..., None]
+        cdf2 = np.cumsum(live, axis=-1) / n2[..., None]
+        d = np.abs(cdf1 - cdf2).max(axis=-1)
+        en = np.round(n1 * n2 / (n1 + n2))
+    p = np.clip(_st.kstwo.sf(d, np.maximum(en, 1.0)), 0.0, 1.0)
+    valid = (n1 > 0) & (n2 > 0)
+    return np.where(valid, d, np.nan), np.where(valid, p, np.nan)
+
+
+def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chi-squared test of homogeneity on the 2 x bins table (reference, live), no continuity
+    correction; bins empty on both sides are dropped. Returns (statistic, p-value)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    col = ref + live
+    n1 = ref.sum(axis=-1, keepdims=True)
+    n2 = live.sum(axis=-1, keepdims=True)
+    total = n1 + n2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e1 = col * n1 / total
+        e2 = col * n2 / total
+        t1 = np.where(e1 > 0, (ref - e1) ** 2 / np.where(e1 > 0, e1, 1.0), 0.0)
+        t2 = np.where(e2 > 0, (live - e2) ** 2 / np.where(e2 > 0, e2, 1.0), 0.0)
+    stat = (t1 + t2).sum(axis=-1)
+    dof = (col > 0).sum(axis=-1) - 1
+    p = np.where(dof > 0, _st.chi2.sf(stat, np.maximum(dof, 1)), 1.0)
+    valid = (n1[..., 0] > 0) & (n2[..., 0] > 0)
+    return np.where(valid, stat, np.nan), np.where(valid, p, np.nan)
+
+
+def wasserstein(ref: np.ndarray, live: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """First Wasserstein distance between the binned distributions, each bin's mass placed at
+    its representative point (``points``, non-decreasing along the last axis)."""
+    p, _ = _proportions(ref)
+    q, _ = _proportions(live)
+    gaps = np.diff(np.asarray(points, dtype=np.float64), axis=-1)
+    cdf_gap = np.abs(np.cumsum(p, axis=-1) - np.cumsum(q, axis=-1))[..., :-1]
+    return (cdf_gap * gaps).sum(axis=-1)
+
+
+def adjust_p_values(p: np.ndarray, method: str) -> np.ndarray:
+    """Multiple-testing correction across one model's features. NaN stays NaN and does not
+    count towards the number of tests."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0 or method == "none":
+        out[ok] = p[ok]
+        return out
+    vals = p[ok]
+    if method == "bonferroni":
+        out[ok] = np.minimum(vals * m, 1.0)
+        return out
+    if method != "benjamini-hochberg":
+        raise ValueError(f"unknown correction {method!r}")
+    order = np.argsort(vals)
+    ranked = vals[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(ranked, 1.0)
+    out[ok] = adjusted
+    return out
