@@ -31,6 +31,7 @@ OTHER = "__other__"
 # Scores are probabilities: fixed, evenly spaced edges make them comparable across models.
 SCORE_EDGES = tuple(round(x / 10, 1) for x in range(1, 10))
 SCORE_GRID = tuple(round(x / 100, 2) for x in range(1, 100))
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # smaller files read too fast for a progress bar
 RESERVED_CSV = {"prediction", "label", "score", "id", "version", "timestamp"}
 _MISSING_TEXT = {"", "na", "nan", "null", "none", "n/a"}
 
@@ -139,7 +140,7 @@ class _Progress:
 
 def _lines_with_progress(path: Path, progress: bool) -> Iterator[str]:
     size = path.stat().st_size
-    meter = _Progress(f"reading {path.name}", size, progress and size > 4 * 1024 * 1024)
+    meter = _Progress(f"reading {path.name}", size, progress and size >= PROGRESS_MIN_BYTES)
     done = 0
     with path.open("r", encoding="utf-8", newline="") as fh:
         for line in fh:

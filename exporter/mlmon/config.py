@@ -157,7 +157,7 @@ class Config:
         return None
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -172,7 +172,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, str):
         m = _DURATION_RE.match(value.strip())
         if m:
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
             if seconds > 0:
                 return seconds
     raise ValueError(f"expected a duration such as 60s, 15m or 1h, got {value!r}")

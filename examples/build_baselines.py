@@ -1,0 +1,35 @@
+"""Regenerate the example baselines from the synthetic training data (deterministic):
+python examples/build_baselines.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from mlmon import synthetic
+from mlmon.baseline import build_profile, dumps, read_training_data
+from mlmon.config import load_config
+
+HERE = Path(__file__).resolve().parent
+TRAINING_ROWS = 20_000
+SEED = 1
+
+
+def example_profiles() -> dict[Path, str]:
+    cfg = load_config(HERE / "mlmon.yml")
+    model = cfg.model("credit-risk")
+    assert model is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "credit-risk.csv"
+        synthetic.write_csv(synthetic.events(synthetic.credit_spec(), TRAINING_ROWS, SEED), data)
+        names = [f.name for f in model.features or ()]
+        profile = build_profile(model, read_training_data(data, names, progress=False))
+    return {model.baseline: dumps(profile)}
+
+
+if __name__ == "__main__":
+    for path, text in example_profiles().items():
+        path.write_text(text)
+        print(f"wrote {path}", file=sys.stderr)

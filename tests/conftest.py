@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import Env, make_env
+from mlmon import synthetic
+
+
+@pytest.fixture(scope="session")
+def wide_env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    """18 numeric and 2 categorical features; window min sample 500."""
+    return make_env(tmp_path_factory.mktemp("wide"), synthetic.wide_spec())
+
+
+@pytest.fixture()
+def small_env(tmp_path: Path) -> Env:
+    spec = synthetic.TableSpec(
+        numeric={"age": (40.0, 10.0), "balance": (-200.0, 500.0)},
+        categorical={"country": {"DE": 0.5, "FR": 0.3, "ES": 0.2}},
+        weights={"age": 0.05},
+        intercept=-2.0,
+    )
+    return make_env(tmp_path, spec, n_train=5_000, model_extra={"drift": {"min_samples": 100}})

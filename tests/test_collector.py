@@ -1,0 +1,172 @@
+"""The exposition: samples against the raw events, and the text against promtool and the
+client's parser. Fresh registries only; samples are asserted, not text."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from helpers import FakeClock, require_binary
+from mlmon import synthetic
+from mlmon.config import THRESHOLDS
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "credit-risk"
+
+
+@pytest.fixture()
+def loaded(small_env):
+    clock = FakeClock()
+    mon, registry, _app = small_env.app(clock)
+    events = synthetic.without_labels(synthetic.events(small_env.spec, 400, seed=21, version="v2"))
+    for i, e in enumerate(events):
+        e["latency_seconds"] = 0.002 * (i % 50)
+    events[3]["features"]["age"] = None
+    del events[4]["features"]["balance"]
+    events[5]["features"]["age"] = 1e6  # out of range
+    events[6]["prediction"] = 7  # a class the model does not have
+    mon.models[MODEL].ingest(events)
+    return mon, registry, events
+
+
+def val(registry, name, **labels):
+    return registry.get_sample_value(name, {"model": MODEL, **labels})
+
+
+def test_feature_histograms_equal_the_raw_values(loaded, small_env):
+    mon, registry, events = loaded
+    schema = mon.models[MODEL].schema
+    for feat in ("age", "balance"):
+        values = np.array([e["features"].get(feat) for e in events], dtype=float)
+        values = values[~np.isnan(values)]
+        j = schema.numeric.names.index(feat)
+        for le in schema.numeric.coarse_edges[j]:
+            got = val(
+                registry,
+                "mlmon_feature_value_bucket",
+                version="v2",
+                feature=feat,
+                le=repr(float(le)),
+            )
+            assert got == (values <= le).sum(), (feat, le)
+        lab = {"version": "v2", "feature": feat}
+        assert val(registry, "mlmon_feature_value_bucket", le="+Inf", **lab) == values.size
+        assert val(registry, "mlmon_feature_value_count", **lab) == values.size
+        assert val(registry, "mlmon_feature_value_sum", **lab) == pytest.approx(values.sum())
+        assert val(registry, "mlmon_feature_missing_total", **lab) == 400 - values.size
+    assert val(registry, "mlmon_feature_out_of_range_total", version="v2", feature="age") >= 1
+
+
+def test_negative_edges_keep_sum_and_count(loaded, small_env):
+    """balance has a negative first bucket: the client's helpers would drop _sum/_count."""
+    mon, registry, _ = loaded
+    schema = mon.models[MODEL].schema
+    j = schema.numeric.names.index("balance")
+    assert schema.numeric.coarse_edges[j][0] < 0
+    lab = {"version": "v2", "feature": "balance"}
+    assert val(registry, "mlmon_feature_value_sum", **lab) is not None
+    assert val(registry, "mlmon_feature_value_sum", **lab) < 0
+    assert val(registry, "mlmon_feature_value_count", **lab) == 399
+    base = {"feature": "balance"}
+    assert val(registry, "mlmon_feature_baseline_count", **base) == 5_000
+    assert val(registry, "mlmon_feature_baseline_sum", **base) == pytest.approx(
+        sum(e["features"]["balance"] for e in small_env.training)
+    )
+
+
+def test_baseline_histogram_uses_the_same_buckets(loaded, small_env):
+    mon, registry, _ = loaded
+    schema = mon.models[MODEL].schema
+    ages = np.array([e["features"]["age"] for e in small_env.training])
+    for le in schema.numeric.coarse_edges[0]:
+        assert (
+            val(registry, "mlmon_feature_baseline_bucket", feature="age", le=repr(float(le)))
+            == (ages <= le).sum()
+        )
+    ratios = {
+        c: val(registry, "mlmon_feature_baseline_category_ratio", feature="country", category=c)
+        for c in ("DE", "FR", "ES", "__other__")
+    }
+    countries = [e["features"]["country"] for e in small_env.training]
+    assert ratios["DE"] == pytest.approx(countries.count("DE") / len(countries))
+    assert ratios["__other__"] == 0
+    assert sum(ratios.values()) == pytest.approx(1.0)
+
+
+def test_predictions_scores_and_service(loaded):
+    mon, registry, events = loaded
+    preds = [e["prediction"] for e in events]
+    lab = {"version": "v2"}
+    assert val(
+        registry, "mlmon_prediction_class_total", version="v2", **{"class": "1"}
+    ) == preds.count(1)
+    assert (
+        val(registry, "mlmon_prediction_class_total", version="v2", **{"class": "__other__"}) == 1
+    )
+    scores = np.array([e["scores"]["1"] for e in events])
+    assert val(registry, "mlmon_prediction_score_count", **lab) == 400
+    assert val(registry, "mlmon_prediction_score_bucket", le="0.5", **lab) == (scores <= 0.5).sum()
+    assert val(registry, "mlmon_prediction_score_sum", **lab) == pytest.approx(scores.sum())
+    lat = np.array([e["latency_seconds"] for e in events])
+    assert (
+        val(registry, "mlmon_inference_latency_seconds_bucket", le="0.025", **lab)
+        == (lat <= 0.025).sum()
+    )
+    assert val(registry, "mlmon_inference_latency_seconds_sum", **lab) == pytest.approx(lat.sum())
+    assert val(registry, "mlmon_inference_requests_total", **lab) == 400
+    assert val(registry, "mlmon_window_events", **lab) == 400
+    for key, (default, _) in THRESHOLDS.items():
+        assert val(registry, f"mlmon_threshold_{key}") == default
+    assert (
+        val(
+            registry,
+            "mlmon_model_info",
+            task="binary",
+            baseline_hash=mon.models[MODEL].schema.baseline_hash,
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "mlmon_build_info",
+            {
+                "version": __import__("mlmon").__version__,
+                "python_version": __import__("platform").python_version(),
+            },
+        )
+        == 1
+    )
+
+
+def test_window_rotation_expires_counts_but_not_totals(small_env):
+    clock = FakeClock()
+    mon, registry, _ = small_env.app(clock)
+    m = mon.models[MODEL]
+    events = synthetic.without_labels(synthetic.events(small_env.spec, 300, seed=2))
+    m.ingest(events[:100])
+    clock.t += 1800  # half the window later
+    m.ingest(events[100:])
+    lab = {"version": "unversioned"}
+    assert val(registry, "mlmon_window_events", **lab) == 300
+    clock.t += 1800 + 60  # the first batch's slice has left the one-hour window
+    assert val(registry, "mlmon_window_events", **lab) == 200
+    assert val(registry, "mlmon_inference_requests_total", **lab) == 300
+    stats = m.stats()["versions"]["unversioned"]
+    assert stats["window_events"] == 200
+    assert stats["features"]["age"]["present"] == 200
+    clock.t += 7200
+    assert val(registry, "mlmon_window_events", **lab) == 0
+    assert val(registry, "mlmon_feature_value_count", feature="age", **lab) == 300
+
+
+def test_exposition_passes_promtool_and_the_parser(loaded):
+    promtool = require_binary("promtool")
+    _mon, registry, _ = loaded
+    text = generate_latest(registry)
+    families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+    assert "mlmon_feature_value" in families and families["mlmon_feature_value"].type == "histogram"
+    assert "mlmon_feature_drift_score" in families
+    res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert res.returncode == 0 and res.stdout == b"" and res.stderr == b"", res.stdout + res.stderr

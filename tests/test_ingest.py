@@ -1,0 +1,345 @@
+"""The ingest API: accepted shapes, and bad input refused precisely without touching state."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from mlmon import synthetic
+from mlmon.state import Layout
+
+URL = "/v1/models/credit-risk/predictions"
+
+
+def fingerprint(mon) -> dict:
+    out = {}
+    for name, m in mon.models.items():
+        for v, vs in m.state.versions.items():
+            out[(name, v)] = (vs.total.copy(), vs.window.copy(), vs.ring.copy(), vs.ftotal.copy())
+    return out
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        all(np.array_equal(x, y) for x, y in zip(a[k], b[k], strict=True)) for k in a
+    )
+
+
+def rejects(registry, reason: str) -> float:
+    return (
+        registry.get_sample_value(
+            "mlmon_ingest_rejected_requests_total", {"endpoint": "predictions", "reason": reason}
+        )
+        or 0.0
+    )
+
+
+@pytest.fixture()
+def api(small_env):
+    mon, registry, app = small_env.app()
+    client = app.test_client()
+    events = synthetic.without_labels(synthetic.events(small_env.spec, 50, seed=9, version="v1"))
+    r = client.post(URL, json={"events": events})
+    assert r.status_code == 200 and r.json == {"accepted": 50, "rejected": 0}
+    return mon, registry, client, events
+
+
+def test_single_event_batch_and_ndjson(api):
+    mon, registry, client, events = api
+    m = mon.models["credit-risk"]
+    before = m.state.versions["v1"].total[m.layout.events.start]
+    assert client.post(URL, json=events[0]).json == {"accepted": 1, "rejected": 0}
+    body = "\n".join(json.dumps(e) for e in events[:7]) + "\n"
+    r = client.post(URL, data=body, content_type="application/x-ndjson")
+    assert r.json == {"accepted": 7, "rejected": 0}
+    r = client.post(
+        URL,
+        data=gzip.compress(json.dumps({"events": events[:2]}).encode()),
+        headers={"Content-Encoding": "gzip"},
+        content_type="application/json",
+    )
+    assert r.json == {"accepted": 2, "rejected": 0}
+    assert m.state.versions["v1"].total[m.layout.events.start] == before + 10
+    assert registry.get_sample_value("mlmon_ingest_events_total", {"model": "credit-risk"}) == 60
+
+
+BAD = [
+    # (body or json, content type, status, reason, index, field)
+    (b'{"events": [', "application/json", 400, "malformed_json", None, None),
+    (b"\xff\xfe", "application/json", 400, "malformed_json", None, None),
+    ({"events": [{"features": {"age": 1}, "prediction": 1}, 7]}, None, 400, "invalid_event", 1, ""),
+    ({"events": "nope"}, None, 400, "invalid_event", None, "events"),
+    ({"prediction": 1}, None, 400, "invalid_event", 0, "features"),
+    ({"features": {"age": 30}}, None, 400, "invalid_event", 0, "prediction"),
+    ({"features": [1, 2]}, None, 400, "invalid_event", 0, "features"),
+    (
+        {
+            "events": [
+                {"features": {"age": 30}, "prediction": 1},
+                {"features": {"age": "forty"}, "prediction": 1},
+            ]
+        },
+        None,
+        400,
+        "invalid_event",
+        1,
+        "features.age",
+    ),
+    ({"features": {"age": True}, "prediction": 1}, None, 400, "invalid_event", 0, "features.age"),
+    (
+        {"features": {"country": 3.5}, "prediction": 1},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "features.country",
+    ),
+    ({"features": {"age": 1}, "prediction": [1]}, None, 400, "invalid_event", 0, "prediction"),
+    (
+        {"features": {"age": 1}, "prediction": 1, "scores": {"1": 1.5}},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "scores",
+    ),
+    (
+        {"features": {"age": 1}, "prediction": 1, "latency_seconds": -1},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "latency_seconds",
+    ),
+    (
+        {"features": {"age": 1}, "prediction": 1, "version": "v 1/../x"},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "version",
+    ),
+    (
+        {"features": {"age": 1}, "prediction": 1, "timestamp": "yesterday"},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "timestamp",
+    ),
+    (
+        {"features": {"country": "x" * 300}, "prediction": 1},
+        None,
+        400,
+        "invalid_event",
+        0,
+        "features.country",
+    ),
+    (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type", None, None),
+]
+
+
+@pytest.mark.parametrize(("body", "ctype", "status", "reason", "index", "field"), BAD)
+def test_bad_input_is_refused_precisely_and_changes_nothing(
+    api, body, ctype, status, reason, index, field
+):
+    mon, registry, client, _ = api
+    before, rejected = fingerprint(mon), rejects(registry, reason)
+    if isinstance(body, bytes):
+        r = client.post(URL, data=body, content_type=ctype)
+    else:
+        r = client.post(URL, json=body)
+    assert r.status_code == status, r.json
+    assert r.is_json and r.json["reason"] == reason and r.json["error"]
+    if index is not None or field is not None:
+        detail = r.json["details"][0]
+        assert detail.get("index") == index
+        assert detail["field"] == field
+        assert detail["message"]
+    assert same_state(before, fingerprint(mon))
+    assert rejects(registry, reason) == rejected + 1
+
+
+def test_unknown_model_is_404_and_creates_no_series(api):
+    mon, registry, client, events = api
+    before = fingerprint(mon)
+    r = client.post("/v1/models/nope/predictions", json=events[0])
+    assert r.status_code == 404 and r.json["reason"] == "unknown_model"
+    assert "credit-risk" in r.json["details"][0]["message"]
+    assert rejects(registry, "unknown_model") == 1
+    assert registry.get_sample_value("mlmon_ingest_events_total", {"model": "nope"}) is None
+    assert same_state(before, fingerprint(mon))
+    assert client.get("/v1/models/nope/stats").status_code == 404
+
+
+def test_oversized_body_and_batch_are_413(small_env):
+    import yaml
+    from mlmon.cli import build_registry
+    from mlmon.config import load_config
+    from mlmon.monitor import Monitor
+    from mlmon.web import create_app
+
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    doc["limits"] = {"max_body_bytes": 4096, "max_batch_events": 5}
+    small_env.config_path.write_text(yaml.safe_dump(doc))
+    mon = Monitor(load_config(small_env.config_path))
+    registry = build_registry(mon)
+    client = create_app(mon, registry).test_client()
+    events = synthetic.without_labels(synthetic.events(small_env.spec, 40, seed=1))
+    r = client.post(URL, json={"events": events})
+    assert r.status_code == 413 and r.json["reason"] == "body_too_large"
+    r = client.post(URL, json={"events": events[:6]})
+    assert r.status_code == 413 and r.json["reason"] == "batch_too_large"
+    bomb = gzip.compress(b'{"events": [' + b" " * 100_000 + b"]}")
+    r = client.post(
+        URL, data=bomb, headers={"Content-Encoding": "gzip"}, content_type="application/json"
+    )
+    assert r.status_code == 413
+    assert client.post(URL, json={"events": events[:5]}).status_code == 200
+    assert not any(
+        v.total[mon.models["credit-risk"].layout.events.start] != 5
+        for v in mon.models["credit-risk"].state.versions.values()
+    )
+    assert (
+        registry.get_sample_value(
+            "mlmon_ingest_rejected_requests_total",
+            {"endpoint": "predictions", "reason": "body_too_large"},
+        )
+        == 2
+    )
+
+
+def test_nan_and_infinity_count_as_missing(api):
+    mon, registry, client, _ = api
+    m = mon.models["credit-risk"]
+    body = (
+        '{"events": [{"features": {"age": NaN, "balance": Infinity, "country": NaN},'
+        ' "prediction": 1}, {"features": {"age": -Infinity, "balance": null},'
+        ' "prediction": 0}]}'
+    )
+    r = client.post(URL, data=body, content_type="application/json")
+    assert r.status_code == 200 and r.json["accepted"] == 2
+    t = m.state.versions["unversioned"].total
+    missing = Layout.view(t, m.layout.num_missing)
+    assert list(missing) == [2, 2]  # age, balance
+    assert Layout.view(t, m.layout.cat_missing)[0] == 2  # country: NaN once, absent once
+    assert Layout.view(t, m.layout.num_bins).sum() == 0
+    assert (
+        registry.get_sample_value(
+            "mlmon_feature_missing_total",
+            {"model": "credit-risk", "version": "unversioned", "feature": "age"},
+        )
+        == 2
+    )
+
+
+def test_unseen_category_flood_lands_in_other_and_adds_no_series(api, small_env):
+    _mon, registry, client, first = api
+    # past min_samples, so drift series exist before the flood as after it
+    more = synthetic.without_labels(synthetic.events(small_env.spec, 200, seed=3, version="v1"))
+    assert client.post(URL, json={"events": more}).status_code == 200
+    n_series = sum(len(f.samples) for f in registry.collect())
+    events = [
+        {
+            "features": {"age": 40, "balance": 0, "country": f"zz-{i}"},
+            "prediction": 1,
+            "version": "v1",
+        }
+        for i in range(10_000)
+    ]
+    r = client.post(URL, json={"events": events})
+    assert r.status_code == 200
+    after = sum(len(f.samples) for f in registry.collect())
+    assert after == n_series
+    assert (
+        registry.get_sample_value(
+            "mlmon_feature_category_total",
+            {
+                "model": "credit-risk",
+                "version": "v1",
+                "feature": "country",
+                "category": "__other__",
+            },
+        )
+        == 10_000
+    )
+    assert registry.get_sample_value(
+        "mlmon_feature_category_total",
+        {"model": "credit-risk", "version": "v1", "feature": "country", "category": "DE"},
+    ) == sum(e["features"]["country"] == "DE" for e in first + more)
+
+
+def test_partial_acceptance_applies_the_valid_events(api):
+    _mon, registry, client, events = api
+    batch = [events[0], {"features": {"age": "x"}, "prediction": 1}, events[1]]
+    r = client.post(URL + "?partial=true", json={"events": batch})
+    assert r.status_code == 200
+    assert r.json["accepted"] == 2 and r.json["rejected"] == 1
+    assert r.json["details"][0]["index"] == 1
+    assert (
+        registry.get_sample_value("mlmon_ingest_rejected_events_total", {"model": "credit-risk"})
+        == 1
+    )
+
+
+def test_failed_inference_counts_in_service_metrics_only(api):
+    _mon, registry, client, _ = api
+    r = client.post(
+        URL,
+        json={
+            "events": [
+                {"error": "timeout: upstream took 30s", "version": "v1", "latency_seconds": 30},
+                {"error": "CUDA out of memory", "version": "v1"},
+            ]
+        },
+    )
+    assert r.status_code == 200
+    labels = {"model": "credit-risk", "version": "v1"}
+    assert (
+        registry.get_sample_value("mlmon_inference_failures_total", {**labels, "reason": "timeout"})
+        == 1
+    )
+    assert (
+        registry.get_sample_value("mlmon_inference_failures_total", {**labels, "reason": "other"})
+        == 1
+    )
+    assert registry.get_sample_value("mlmon_inference_requests_total", labels) == 52
+    assert registry.get_sample_value("mlmon_profiled_events_total", labels) == 50
+    assert (
+        registry.get_sample_value(
+            "mlmon_inference_latency_seconds_bucket", {**labels, "le": "10.0"}
+        )
+        == 0
+    )
+    assert registry.get_sample_value("mlmon_inference_latency_seconds_count", labels) == 1
+
+
+def test_versions_beyond_the_cap_fold_into_other(small_env):
+    import yaml
+    from mlmon.config import load_config
+    from mlmon.monitor import Monitor
+
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    doc["limits"] = {"max_versions": 3}
+    small_env.config_path.write_text(yaml.safe_dump(doc))
+    mon = Monitor(load_config(small_env.config_path))
+    m = mon.models["credit-risk"]
+    for i in range(6):
+        m.ingest([{"features": {"age": 1}, "prediction": 1, "version": f"v{i}"}])
+    assert set(m.state.versions) == {"v0", "v1", "v2", "__other__"}
+    assert m.state.versions["__other__"].total[m.layout.events.start] == 3
+    assert mon.counters.limit_hits["max_versions"] == 3
+
+
+def test_service_endpoints(api):
+    _mon, _registry, client, _ = api
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    page = client.get("/").data.decode()
+    assert "credit-risk" in page and "/v1/models/credit-risk/stats" in page
+    models = client.get("/v1/models").json["models"]
+    assert models[0]["name"] == "credit-risk" and models[0]["versions"]["v1"]["window_events"] == 50
+    assert client.get("/nope").status_code == 404 and client.get("/nope").is_json
+    assert client.get(URL).status_code == 405
