@@ -78,3 +78,84 @@ def make_env(
     profile = build_profile(m, read_training_data(data, list(spec.config_features()), False))
     write_profile(profile, m.baseline)
     return Env(tmp, cfg_path, cfg, spec, training)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float, what: str, interval: float = 0.1
+) -> object:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:
+            last_error = e
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class Exporter:
+    """A real `mlmon serve` process on 127.0.0.1."""
+
+    def __init__(self, config: Path, extra_args: list[str] | None = None) -> None:
+        import subprocess
+        import sys
+
+        import requests
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = config.parent / f"exporter-{self.port}.log"
+        self._log_fh = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlmon",
+                "serve",
+                "--config",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{self.port}",
+                *(extra_args or []),
+            ],
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+        )
+        self.session = requests.Session()
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"exporter exited: {self.log.read_text()}")
+            return self.session.get(self.url + "/readyz", timeout=1).status_code == 200
+
+        wait_until(ready, 20, "the exporter to become ready")
+
+    def post(self, model: str, events: list[dict], **kw):
+        return self.session.post(
+            f"{self.url}/v1/models/{model}/predictions", json={"events": events}, timeout=30, **kw
+        )
+
+    def get(self, path: str):
+        return self.session.get(self.url + path, timeout=30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+        self._log_fh.close()
