@@ -36,7 +36,7 @@ test: setup lint
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) -m mlmon.demo_native
+	$(PY) -m mlmon demo --config examples/mlmon.yml
 
 bench: $(STAMP)
 	$(PY) bench/memory.py

@@ -137,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_baseline)
 
+    # `mlmon demo ...` is dispatched before parsing (see main); listed here for --help.
+    sub.add_parser("demo", add_help=False, help="run the demo (see `mlmon demo --help`)")
+
     c = sub.add_parser("check-config", help="validate a config and its baselines")
     c.add_argument("--config", "--config.file", dest="config", required=True)
     c.set_defaults(func=cmd_check_config)
@@ -144,6 +147,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from . import demo
+
+        return demo.main(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
