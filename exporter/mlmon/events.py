@@ -24,6 +24,17 @@ from .config import FAILURE_REASONS, NAME_RE
 from .schema import ModelSchema
 
 MAX_DETAILS = 100
+# The bounded vocabulary of `reason` labels on mlmon_ingest_rejected_requests_total.
+REJECT_REASONS = (
+    "malformed_json",
+    "malformed_body",
+    "unsupported_media_type",
+    "invalid_event",
+    "unknown_model",
+    "body_too_large",
+    "batch_too_large",
+    "internal_error",
+)
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = (str, int, bool)
 _REASON_INDEX = {r: i for i, r in enumerate(FAILURE_REASONS)}

@@ -14,22 +14,27 @@ import numpy as np
 
 from . import drift
 from .baseline import BaselineError, load_profile
-from .config import Config, ConfigError, ModelConfig
-from .events import Batch, parse_events
+from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig
+from .events import REJECT_REASONS, Batch, parse_events
 from .schema import ModelSchema, resolve
 from .state import Layout, ModelState, VersionSnapshot
 
+ENDPOINTS = ("predictions",)
+
 
 class IngestCounters:
-    """Counters about the exporter's own intake, keyed by bounded label tuples."""
+    """Counters about the exporter's own intake, keyed by bounded label tuples. Every known
+    combination starts at 0, so rate() works from the first scrape."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.requests: Counter[str] = Counter()  # endpoint
-        self.rejected: Counter[tuple[str, str]] = Counter()  # endpoint, reason
+        self.requests: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
+        self.rejected: Counter[tuple[str, str]] = Counter(
+            {(e, r): 0 for e in ENDPOINTS for r in REJECT_REASONS}
+        )
         self.events: Counter[str] = Counter()  # model
         self.rejected_events: Counter[str] = Counter()  # model
-        self.limit_hits: Counter[str] = Counter()  # limit
+        self.limit_hits: Counter[str] = Counter(dict.fromkeys(LIMIT_DEFAULTS, 0))
 
     def count(self, counter: Counter, key: Any, n: int = 1) -> None:
         with self.lock:

@@ -155,7 +155,7 @@ def create_app(monitor: Monitor, registry: CollectorRegistry) -> Flask:
     @app.errorhandler(Exception)
     def internal_error(e: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.path)
-        counters.count(counters.rejected, ("any", "internal_error"))
+        counters.count(counters.rejected, (request.endpoint or "unknown", "internal_error"))
         return _json({"error": "internal error", "reason": "internal_error", "details": []}, 500)
 
     return app

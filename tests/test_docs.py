@@ -1,0 +1,66 @@
+"""The README documents every metric family, threshold, limit and refusal reason."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mlmon import synthetic
+from mlmon.cli import build_registry
+from mlmon.config import LIMIT_DEFAULTS, THRESHOLDS, load_config
+from mlmon.events import REJECT_REASONS
+from mlmon.monitor import Monitor
+from test_tasks import _monitor, _rows
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _families(mon: Monitor) -> set[str]:
+    registry = build_registry(mon)
+    return {f.name for f in registry.collect() if not f.name.startswith("process_")}
+
+
+def test_every_metric_family_is_in_the_readme(tmp_path):
+    mon = Monitor(load_config(ROOT / "examples/mlmon.yml"))
+    events = synthetic.without_labels(synthetic.events(synthetic.credit_spec(), 600, seed=1))
+    mon.models["credit-risk"].ingest(events)
+    regression = _monitor(tmp_path, "regression")
+    regression.models["m"].ingest(_rows(10, seed=2))
+    names = _families(mon) | _families(regression)
+    assert len(names) > 30
+    documented = set(re.findall(r"`(mlmon_[a-z_0-9<>]+)`", README))
+    missing = []
+    for name in sorted(names):
+        if name.startswith("mlmon_threshold_"):
+            continue
+        # counters are documented with their _total suffix
+        if name not in documented and f"{name}_total" not in documented:
+            missing.append(name)
+    assert not missing, f"undocumented metric families: {missing}"
+    stale = [
+        d
+        for d in documented
+        if "<" not in d
+        and d not in names
+        and d.removesuffix("_total") not in names
+        and not d.startswith("mlmon_threshold_")
+    ]
+    assert not stale, f"README documents metrics that do not exist: {stale}"
+
+
+def test_every_threshold_limit_and_reason_is_in_the_readme():
+    for key in THRESHOLDS:
+        assert f"| `{key}` |" in README, key
+    for key in LIMIT_DEFAULTS:
+        assert f"`limits.{key}`" in README, key
+    for reason in REJECT_REASONS:
+        if reason != "internal_error":
+            assert f"`{reason}`" in README, reason
+
+
+def test_dockerfile_copies_files_that_exist():
+    text = (ROOT / "exporter/Dockerfile").read_text()
+    for src in re.findall(r"^COPY (.+) \S+$", text, flags=re.M):
+        for part in src.split():
+            assert (ROOT / part).exists(), part
