@@ -138,6 +138,11 @@ class MlmonCollector(Collector):
             "Length of the sliding window behind every windowed gauge.",
             ["model"],
         ).add_metric([name], s.config.window.length_seconds)
+        f.gauge(
+            "mlmon_drift_min_samples",
+            "Present values a feature needs in the window before it is tested for drift.",
+            ["model"],
+        ).add_metric([name], s.config.drift.min_samples)
         for key in THRESHOLDS:
             f.gauge(f"mlmon_threshold_{key}", THRESHOLDS[key][1], ["model"]).add_metric(
                 [name], m.thresholds[key]
