@@ -111,15 +111,17 @@ class Exporter:
     """A real `mlmon serve` process on 127.0.0.1."""
 
     def __init__(self, config: Path, extra_args: list[str] | None = None) -> None:
+        import re
         import subprocess
         import sys
+        import time
 
         import requests
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config.parent / f"exporter-{self.port}.log"
+        self.log = config.parent / f"exporter-{time.monotonic_ns()}.log"
         self._log_fh = self.log.open("wb")
+        # Port 0: the exporter binds a free port itself and logs it, so no other process
+        # can take the port between choosing and binding it.
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -129,12 +131,23 @@ class Exporter:
                 "--config",
                 str(config),
                 "--web.listen-address",
-                f"127.0.0.1:{self.port}",
+                "127.0.0.1:0",
                 *(extra_args or []),
             ],
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
         )
+
+        def bound_port() -> int | None:
+            if self.proc.poll() is not None:
+                pytest.fail(f"exporter exited: {self.log.read_text()}")
+            m = re.search(
+                r"serving \d+ model\(s\) on http://127\.0\.0\.1:(\d+)/", self.log.read_text()
+            )
+            return int(m.group(1)) if m else None
+
+        self.port = wait_until(bound_port, 30, "the exporter to bind its port")
+        self.url = f"http://127.0.0.1:{self.port}"
         self.session = requests.Session()
 
         def ready() -> bool:

@@ -233,7 +233,7 @@ def test_fleet_drift_agrees_with_the_exporter_within_binning_error(running_stack
         assert abs(ks_rule - ks_exporter) <= bound + 0.002, feature
         # against the same buckets the rule is exact, but for the warm-up events that
         # increase() cannot see
-        assert ks_rule == pytest.approx(ks_coarse, abs=0.002), feature
+        assert ks_rule == pytest.approx(ks_coarse, abs=0.002), (feature, _diagnose(st, feature))
         assert ks_rule == pytest.approx(single_rule[feature], abs=0.002), feature
     for feature in SHIFTED:
         assert fleet[feature] > 0.3 and stats[feature]["drifted"]
@@ -241,6 +241,22 @@ def test_fleet_drift_agrees_with_the_exporter_within_binning_error(running_stack
         assert fleet[feature] < 0.1 and not stats[feature]["drifted"]
     ratio = st.value('model_version:mlmon_drifted_features:ratio_increase1h{job="mlmon"}')
     assert ratio == pytest.approx(len(SHIFTED) / 20)
+
+
+def _diagnose(st: Stack, feature: str) -> str:
+    out = []
+    for q in (
+        f'model_version_feature_le:mlmon_feature_value_cdf:ratio_increase1h{{feature="{feature}"}}',
+        f'increase(mlmon_feature_value_bucket{{feature="{feature}"}}[1h])',
+        f'count_over_time(mlmon_feature_value_bucket{{feature="{feature}",le="+Inf"}}[1h])',
+        f'mlmon_feature_value_bucket{{feature="{feature}"}}[1h]',
+    ):
+        out.append(q)
+        out += [
+            f"  {r['metric']} {r.get('value') or [v[1] for v in r['values']][:8]}"
+            for r in st.query(q)
+        ]
+    return "\n".join(out)
 
 
 def _buckets(samples: dict, family: str, feature: str) -> dict[float, float]:
@@ -271,11 +287,15 @@ def test_drift_alerts_reach_the_receivers(running_stack: Stack):
     st = running_stack
     # critical: the dataset drift pages (webhook JSON with the bearer token from its file)
     paged = wait_until(
-        lambda: _alerts(st.webhooks.posts("/pager"), "MLModelDatasetDrift"),
+        lambda: [
+            a
+            for a in _alerts(st.webhooks.posts("/pager"), "MLModelDatasetDrift")
+            if a["labels"]["job"] == "mlmon"
+        ],
         60,
-        "MLModelDatasetDrift at the pager webhook",
+        "MLModelDatasetDrift of job mlmon at the pager webhook",
     )
-    alert = next(a for a in paged if a["labels"]["job"] == "mlmon")
+    alert = paged[-1]
     assert alert["labels"] == {
         "alertname": "MLModelDatasetDrift",
         "job": "mlmon",

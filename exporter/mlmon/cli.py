@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,17 +48,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     monitor = Monitor(cfg)
     app = create_app(monitor, build_registry(monitor))
     host, port = split_address(cfg.server.listen_address)
+    # The socket is bound here, so port 0 works: the log line says which port was chosen.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound = sock.getsockname()[1]
     log.info(
         "mlmon %s serving %d model(s) on http://%s:%d/",
         __version__,
         len(monitor.models),
-        host,
-        port,
+        host if family == socket.AF_INET else f"[{host}]",
+        bound,
     )
     waitress.serve(
         app,
-        host=host,
-        port=port,
+        sockets=[sock],
         threads=cfg.server.threads,
         ident="mlmon",
         clear_untrusted_proxy_headers=True,
