@@ -1,62 +1,86 @@
 """The demo: a credit-risk model's traffic, with drift that starts after a few minutes.
 
-`mlmon demo` starts the exporter with the example config on 127.0.0.1 and feeds it
-synthetic traffic until Ctrl-C. `mlmon demo --traffic-only --url URL` only sends traffic
-to an exporter that runs elsewhere (as in docker-compose).
+`mlmon demo` starts the whole bundle natively on 127.0.0.1 — the exporter with the example
+config, Prometheus with the repository's rules, Alertmanager with its routes and templates,
+and local receivers that print every notification — then feeds the exporter synthetic
+traffic until Ctrl-C. `mlmon demo --traffic-only --url URL` only sends the traffic (as the
+docker-compose stack's demo-model service does).
+
+The workload: version v1 takes 90% of the traffic and a canary v2 10%; 1% of inferences
+fail; `months_employed` is missing 2% of the time; after `--drift-after` seconds applicants
+earn less and carry more debt (two features move by one standard deviation), 5% of them
+come from a country the model never saw, and the scores follow.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import signal
-import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import orjson
 import requests
 
-from . import synthetic
-from .config import load_config
+from . import stack, synthetic
+from .config import load_config, split_address
+from .sinks import SmtpSink, WebhookSink
 
 log = logging.getLogger("mlmon.demo")
 MODEL = "credit-risk"
-# After the drift starts, applicants earn less and carry more debt: two features move by
-# one standard deviation, and the score distribution follows.
 DRIFT = {"income": -1.0, "debt_ratio": 1.0}
+FAILURES = ("timeout", "model_error")
+
+
+def demo_events(
+    tick: int, n: int, drifting: bool, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """One second's events; deterministic for a given tick and generator state."""
+    events = synthetic.without_labels(
+        synthetic.events(
+            synthetic.credit_spec(),
+            n,
+            seed=1000 + tick,
+            shift=DRIFT if drifting else None,
+            id_prefix=f"t{tick}-",
+        )
+    )
+    for e in events:
+        e["version"] = "v2" if rng.random() < 0.1 else "v1"
+        e["latency_seconds"] = float(rng.gamma(2.0, 0.02 if e["version"] == "v1" else 0.03))
+        if rng.random() < 0.02:
+            del e["features"]["months_employed"]
+        if drifting and rng.random() < 0.05:
+            e["features"]["country"] = "PL"
+        if rng.random() < 0.01:
+            e["error"] = str(rng.choice(FAILURES))
+            e.pop("prediction")
+            e.pop("scores")
+    return events
 
 
 def traffic(
-    url: str, rate: float, drift_after: float, duration: float | None, stop: list[bool]
+    url: str, rate: float, drift_after: float, duration: float | None, stop: threading.Event
 ) -> int:
-    """Send ``rate`` events per second in one-second batches; returns events sent."""
-    spec = synthetic.credit_spec()
+    """Send about ``rate`` events per second in one-second batches; returns events sent."""
     http = requests.Session()
-    start = time.monotonic()
-    sent = 0
     rng = np.random.default_rng(0)
-    for tick in itertools.count():
-        if stop[0] or (duration is not None and time.monotonic() - start >= duration):
-            break
+    start = time.monotonic()
+    sent = tick = 0
+    while not stop.is_set():
         elapsed = time.monotonic() - start
+        if duration is not None and elapsed >= duration:
+            break
         drifting = elapsed >= drift_after
-        n = max(1, int(rng.poisson(rate)))
-        events = synthetic.without_labels(
-            synthetic.events(
-                spec,
-                n,
-                seed=1000 + tick,
-                shift=DRIFT if drifting else None,
-                version="v1",
-                id_prefix=f"t{tick}-",
-            )
-        )
-        for e in events:
-            e["latency_seconds"] = float(rng.gamma(2.0, 0.01))
+        events = demo_events(tick, max(1, int(rng.poisson(rate))), drifting, rng)
         try:
             r = http.post(
                 f"{url}/v1/models/{MODEL}/predictions",
@@ -64,85 +88,205 @@ def traffic(
                 headers={"Content-Type": "application/json"},
                 timeout=10,
             )
-            if r.status_code != 200:
-                log.warning("exporter answered %s: %s", r.status_code, r.text[:200])
+            if r.status_code == 200:
+                sent += len(events)
             else:
-                sent += n
+                log.warning("exporter answered %s: %s", r.status_code, r.text[:200])
         except requests.RequestException as e:
             log.warning("exporter unreachable: %s", e)
         if tick % 30 == 0:
             log.info("sent %d events%s", sent, " (drifting)" if drifting else "")
-        time.sleep(max(0.0, start + tick + 1 - time.monotonic()))
+        tick += 1
+        stop.wait(max(0.0, start + tick - time.monotonic()))
     return sent
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the exporter exited during start-up")
-        try:
-            if requests.get(url + "/readyz", timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
+@dataclass
+class DemoStack:
+    exporter: stack.Server
+    prometheus: stack.Server
+    alertmanager: stack.Server
+    webhooks: WebhookSink
+    smtp: SmtpSink
+    servers: list[stack.Server] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
+        self.webhooks.close()
+        self.smtp.close()
+
+
+def start_stack(
+    root: Path,
+    config: Path,
+    workdir: Path,
+    exporter_port: int,
+    prometheus_port: int,
+    alertmanager_port: int,
+    interval: str = "5s",
+    alert_for: str = "1m",
+    group_wait: str = "10s",
+    notify: Callable[[str], None] | None = None,
+) -> DemoStack:
+    """Exporter, Prometheus and Alertmanager on 127.0.0.1 with the repository's bundle."""
+    notify = notify or (lambda line: None)
+
+    def on_post(path: str, body: dict[str, Any]) -> None:
+        for a in body.get("alerts", []):
+            notify(
+                f"{path.strip('/')}: {a['status'].upper()} {a['labels'].get('alertname')} "
+                f"{ {k: v for k, v in a['labels'].items() if k != 'alertname'} }"
+            )
+        for att in body.get("attachments", []):
+            notify(f"chat: {att.get('title')}")
+
+    webhooks = WebhookSink(on_post=on_post)
+    smtp = SmtpSink(on_message=lambda m: notify(f"email: {m['Subject']}"))
+    servers: list[stack.Server] = []
+    try:
+        exporter = stack.Server(
+            "exporter",
+            [
+                sys.executable,
+                "-m",
+                "mlmon",
+                "serve",
+                "--config",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{exporter_port}",
+            ],
+            workdir / "exporter.log",
+            f"http://127.0.0.1:{exporter_port}",
+            "/readyz",
+        )
+        servers.append(exporter)
+        am_cfg = stack.alertmanager_config(
+            root / "alertmanager/alertmanager.yml",
+            workdir / "alertmanager",
+            pager_url=webhooks.url + "/pager",
+            chat_url=webhooks.url + "/chat",
+            smtp=smtp.address,
+            group_wait=group_wait,
+            group_interval="30s",
+            repeat_interval="4h",
+        )
+        am = stack.start_alertmanager(am_cfg, workdir / "alertmanager", alertmanager_port)
+        servers.append(am)
+        rules = stack.overlay_rules(
+            root / "prometheus/rules",
+            workdir / "rules",
+            for_duration=alert_for,
+            group_interval=interval,
+        )
+        prom = stack.start_prometheus(
+            stack.prometheus_config(
+                {"mlmon": [f"127.0.0.1:{exporter_port}"]},
+                rules,
+                alertmanager=f"127.0.0.1:{alertmanager_port}",
+                interval=interval,
+            ),
+            workdir / "prometheus",
+            prometheus_port,
+        )
+        servers.append(prom)
+    except BaseException:
+        for s in reversed(servers):
+            s.stop()
+        webhooks.close()
+        smtp.close()
+        raise
+    return DemoStack(exporter, prom, am, webhooks, smtp, servers)
+
+
+def _graph_link(prometheus: str, *queries: str) -> str:
+    parts = "&".join(
+        f"g{i}.expr={quote(q)}&g{i}.tab=0&g{i}.range_input=30m" for i, q in enumerate(queries)
+    )
+    return f"{prometheus}/graph?{parts}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlmon demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="examples/mlmon.yml")
-    ap.add_argument("--url", help="send traffic to this exporter instead of starting one")
-    ap.add_argument("--traffic-only", action="store_true")
+    ap.add_argument(
+        "--root", default=".", help="the repository (its prometheus/ and alertmanager/ folders)"
+    )
+    ap.add_argument("--workdir", default="demo-data", help="logs and data of the run")
+    ap.add_argument(
+        "--traffic-only",
+        action="store_true",
+        help="only send traffic to --url (an exporter that runs elsewhere)",
+    )
+    ap.add_argument("--url", default="http://127.0.0.1:9797")
     ap.add_argument("--rate", type=float, default=50.0, help="events per second")
     ap.add_argument(
         "--drift-after",
         type=float,
-        default=180.0,
+        default=120.0,
         help="seconds of clean traffic before the drift starts",
     )
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--prometheus-port", type=int, default=9090)
+    ap.add_argument("--alertmanager-port", type=int, default=9093)
+    ap.add_argument(
+        "--alert-for", default="1m", help="every alert's `for:` in the demo (the rules say 10-15m)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    stop = [False]
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop[0] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.traffic_only:
-        traffic(
-            args.url or "http://127.0.0.1:9797", args.rate, args.drift_after, args.duration, stop
-        )
+        traffic(args.url, args.rate, args.drift_after, args.duration, stop)
         return 0
 
+    root = Path(args.root).resolve()
     cfg = load_config(args.config)
-    url = f"http://{cfg.server.listen_address}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlmon", "serve", "--config", str(Path(args.config))]
+    _, exporter_port = split_address(cfg.server.listen_address)
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    demo = start_stack(
+        root,
+        Path(args.config),
+        workdir,
+        exporter_port,
+        args.prometheus_port,
+        args.alertmanager_port,
+        alert_for=args.alert_for,
+        notify=lambda line: print(f"  >> notification {line}", flush=True),
+    )
+    exp, prom, am = demo.exporter.url, demo.prometheus.url, demo.alertmanager.url
+    ks_link = _graph_link(
+        prom,
+        "model_version_feature:mlmon_feature_drift_ks:increase1h",
+        "model:mlmon_threshold_drift_ks_min:max",
+    )
+    share_link = _graph_link(
+        prom,
+        "model_version:mlmon_drifted_features:ratio_increase1h",
+        "model_version:mlmon_inference_error_ratio:ratio_rate5m",
     )
     try:
-        _wait_ready(url, proc)
         print(
             f"""
-mlmon demo is running. Open:
-  exporter landing page   {url}/
-  model statistics (JSON) {url}/v1/models/{MODEL}/stats
-  metrics                 {url}/metrics
-Traffic: {args.rate:g} events/s; income and debt_ratio drift after {args.drift_after:g} s.
-Press Ctrl-C to stop.
+mlmon demo is running (logs in {workdir}). Open:
+  exporter landing page   {exp}/
+  model statistics (JSON) {exp}/v1/models/{MODEL}/stats
+  Prometheus alerts       {prom}/alerts
+  feature drift (KS)      {ks_link}
+  drifted share, errors   {share_link}
+  Alertmanager            {am}/#/alerts
+Traffic: {args.rate:g} events/s (v1 90%, canary v2 10%); income and debt_ratio drift after
+{args.drift_after:g} s, and MLModelFeatureDrift fires a few minutes later (alerts wait
+{args.alert_for} here instead of 15m). Notifications print below. Ctrl-C stops everything.
 """,
             flush=True,
         )
-        traffic(url, args.rate, args.drift_after, args.duration, stop)
+        traffic(exp, args.rate, args.drift_after, args.duration, stop)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        demo.stop()
     print("demo stopped")
     return 0

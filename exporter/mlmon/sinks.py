@@ -39,6 +39,12 @@ class WebhookSink:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "3")
+                self.end_headers()
+                self.wfile.write(b"ok\n")
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -117,3 +123,34 @@ class SmtpSink:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlmon.sinks --port 8080`: print every webhook notification (the compose
+    stack's stand-in for a pager gateway and a chat server)."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    args = ap.parse_args(argv)
+
+    def show(path: str, body: dict[str, Any]) -> None:
+        for a in body.get("alerts", []):
+            print(f"{path}: {a['status']} {a['labels']}", flush=True)
+        for att in body.get("attachments", []):
+            print(f"{path}: {att.get('title')}", flush=True)
+
+    sink = WebhookSink(args.host, args.port, on_post=show)
+    print(f"webhook sink listening on {sink.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

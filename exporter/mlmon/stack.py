@@ -38,18 +38,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def overlay_rules(src_dir: Path, dst_dir: Path, for_duration: str | None = None) -> list[Path]:
+def overlay_rules(
+    src_dir: Path, dst_dir: Path, for_duration: str | None = None, group_interval: str | None = None
+) -> list[Path]:
     """Copy the rule files; with ``for_duration``, every alert's `for:` is replaced (tests
-    and demos cannot wait 15 minutes)."""
+    and demos cannot wait 15 minutes); with ``group_interval``, so is every group's own
+    evaluation interval (the 5-minute trend group)."""
     dst_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for f in sorted(src_dir.glob("*.yml")):
         doc = yaml.safe_load(f.read_text())
-        if for_duration is not None:
-            for group in doc["groups"]:
-                for rule in group["rules"]:
-                    if "alert" in rule:
-                        rule["for"] = for_duration
+        for group in doc["groups"]:
+            if group_interval is not None and "interval" in group:
+                group["interval"] = group_interval
+            for rule in group["rules"]:
+                if "alert" in rule and for_duration is not None:
+                    rule["for"] = for_duration
         dst = dst_dir / f.name
         dst.write_text(yaml.safe_dump(doc, sort_keys=False, width=200))
         out.append(dst)
