@@ -23,11 +23,27 @@ def _families(mon: Monitor) -> set[str]:
 
 def test_every_metric_family_is_in_the_readme(tmp_path):
     mon = Monitor(load_config(ROOT / "examples/mlmon.yml"))
-    events = synthetic.without_labels(synthetic.events(synthetic.credit_spec(), 600, seed=1))
-    mon.models["credit-risk"].ingest(events)
+    rows = synthetic.events(synthetic.credit_spec(), 600, seed=1)
+    m = mon.models["credit-risk"]
+    for i, r in enumerate(rows):  # two versions and two groups, all labelled
+        r["version"] = "v2" if i % 2 else "v1"
+        r["groups"] = {"gender": "f" if i % 3 else "m"}
+    m.ingest(synthetic.without_labels(rows))
+    m.ingest_labels([{"id": r["id"], "label": r["label"]} for r in rows])
+    (tmp_path / "mc").mkdir()
+    multiclass = _monitor(tmp_path / "mc", "multiclass")
+    mc_rows = _rows(200, seed=3, task="multiclass")
+    for i, r in enumerate(mc_rows):
+        r["id"] = i
+    multiclass.models["m"].ingest(mc_rows)
+    multiclass.models["m"].ingest_labels([{"id": r["id"], "label": r["label"]} for r in mc_rows])
     regression = _monitor(tmp_path, "regression")
-    regression.models["m"].ingest(_rows(10, seed=2))
-    names = _families(mon) | _families(regression)
+    reg_rows = _rows(200, seed=2)
+    for i, r in enumerate(reg_rows):
+        r["id"] = i
+    regression.models["m"].ingest(reg_rows)
+    regression.models["m"].ingest_labels([{"id": r["id"], "label": r["label"]} for r in reg_rows])
+    names = _families(mon) | _families(regression) | _families(multiclass)
     assert len(names) > 30
     documented = set(re.findall(r"`(mlmon_[a-z_0-9<>]+)`", README))
     missing = []

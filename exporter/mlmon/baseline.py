@@ -317,24 +317,51 @@ def _positive_scores(
     positive: str | None,
     from_text: bool,
 ) -> np.ndarray:
-    """The score the exporter tracks: the positive class's for binary models, the top
-    class's (the model's confidence) for multiclass."""
+    """The score the exporter tracks, row by row (NaN where a row has none): the positive
+    class's for binary models, the top class's (the model's confidence) for multiclass."""
     out = []
     for s in raw:
         if s is None or (from_text and isinstance(s, str) and _is_missing(s, True)):
+            out.append(math.nan)
             continue
         if isinstance(s, dict):
             vals = {str(k): float(v) for k, v in s.items() if not _is_missing(v, from_text)}
             if not vals:
-                continue
-            if task == "binary" and positive is not None and positive in vals:
+                out.append(math.nan)
+            elif task == "binary" and positive is not None and positive in vals:
                 out.append(vals[positive])
             else:
                 out.append(max(vals.values()))
         else:
             out.append(float(s))
     arr = np.asarray(out, dtype=np.float64)
-    return arr[np.isfinite(arr)]
+    arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
+def calibration_table(
+    scores: np.ndarray, labels: list[Any], positive: str, from_text: bool
+) -> dict[str, Any] | None:
+    """Per score bucket (SCORE_EDGES): rows and positive labels among them, from the rows that
+    have both a score and a label; used to recalibrate label-free estimates."""
+    if len(labels) != len(scores):
+        return None
+    pos = np.array(
+        [
+            math.nan if _is_missing(v, from_text) else float(_label_value(v).strip() == positive)
+            for v in labels
+        ]
+    )
+    keep = ~np.isnan(scores) & ~np.isnan(pos)
+    if not keep.any():
+        return None
+    bins = np.searchsorted(np.asarray(SCORE_EDGES), scores[keep], side="left")
+    n = len(SCORE_EDGES) + 1
+    return {
+        "edges": list(SCORE_EDGES),
+        "counts": [int(x) for x in np.bincount(bins, minlength=n)],
+        "positives": [int(x) for x in np.bincount(bins, weights=pos[keep], minlength=n)],
+    }
 
 
 def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
@@ -369,15 +396,20 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
         "prediction": _output_profile(model, data.predictions, data.from_text, "prediction"),
         "label": _output_profile(model, data.labels, data.from_text, "label"),
         "score": None,
+        "calibration": None,
     }
     if model.task != "regression":
-        scores = _positive_scores(
-            data.scores, model.classes, model.task, _positive_class(model, profile), data.from_text
-        )
-        if scores.size:
+        positive = _positive_class(model, profile)
+        scores = _positive_scores(data.scores, model.classes, model.task, positive, data.from_text)
+        present = scores[~np.isnan(scores)]
+        if present.size:
             profile["score"] = numeric_profile(
-                scores, 0, d.bins, d.grid, edges=SCORE_EDGES, fixed_grid=SCORE_GRID
+                present, 0, d.bins, d.grid, edges=SCORE_EDGES, fixed_grid=SCORE_GRID
             )
+            if model.task == "binary" and positive is not None:
+                profile["calibration"] = calibration_table(
+                    scores, data.labels, positive, data.from_text
+                )
     profile["hash"] = content_hash(profile)
     return profile
 

@@ -28,9 +28,10 @@ from prometheus_client.utils import floatToGoString
 from . import __version__
 from .baseline import OTHER
 from .config import FAILURE_REASONS, THRESHOLDS
+from .evaluation import CLASS_METRICS
 from .monitor import ModelMonitor, Monitor
 from .schema import NumericBlock
-from .state import LATENCY_BUCKETS, Layout
+from .state import ABS_ERROR_SCALE, LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, Layout
 
 MV = ["model", "version"]
 
@@ -143,12 +144,25 @@ class MlmonCollector(Collector):
             "Present values a feature needs in the window before it is tested for drift.",
             ["model"],
         ).add_metric([name], s.config.drift.min_samples)
+        f.gauge(
+            "mlmon_performance_min_labels",
+            "Labelled predictions a window needs before performance is reported.",
+            ["model"],
+        ).add_metric([name], s.config.performance.min_labels)
+        f.gauge(
+            "mlmon_fairness_min_samples",
+            "Predictions (and labels) a group needs before its fairness is reported.",
+            ["model"],
+        ).add_metric([name], s.config.fairness.min_samples)
         for key in THRESHOLDS:
             f.gauge(f"mlmon_threshold_{key}", THRESHOLDS[key][1], ["model"]).add_metric(
                 [name], m.thresholds[key]
             )
         self._baseline(f, m)
-        for view in m.views():
+        views = m.views()
+        self._labels(f, m)
+        self._comparisons(f, m, views)
+        for view in views:
             snap, r = view.snapshot, view.report
             t, ft, w = snap.total, snap.ftotal, snap.window
             mv = [name, snap.version]
@@ -217,6 +231,7 @@ class MlmonCollector(Collector):
                         fam.add_metric([*mv, feat, c], cc[j, k])
             # predictions
             self._predictions(f, m, mv, t, ft)
+            self._performance(f, m, view, mv)
             # windowed drift
             f.gauge("mlmon_window_events", "Inferences inside the sliding window.", MV).add_metric(
                 mv, w[lay.events.start]
@@ -283,6 +298,271 @@ class MlmonCollector(Collector):
                     pscore.add_metric([*mv, o.output, method], val)
                 pp.add_metric([*mv, o.output, "ks" if "ks" in o.scores else "chi2"], o.p_value)
                 pflag.add_metric([*mv, o.output], float(o.drifted))
+
+    @staticmethod
+    def _labels(f: _Families, m: ModelMonitor) -> None:
+        store = m.labels
+        with store.lock:
+            outcomes = dict(store.outcomes)
+            entries, evicted, expired = len(store._items), store.evicted, store.expired_unlabelled
+        fam = f.counter(
+            "mlmon_labels",
+            "Labels received, by outcome of the join: matched, "
+            "unmatched (no such prediction), expired, duplicate.",
+            ["model", "outcome"],
+        )
+        for outcome, n in outcomes.items():
+            fam.add_metric([m.name, outcome], n)
+        f.gauge(
+            "mlmon_label_store_entries", "Predictions waiting in the label store.", ["model"]
+        ).add_metric([m.name], entries)
+        f.counter(
+            "mlmon_label_store_evicted",
+            "Predictions pushed out of the full label store before their label came.",
+            ["model"],
+        ).add_metric([m.name], evicted)
+        f.counter(
+            "mlmon_label_store_expired",
+            "Predictions whose time-to-live passed before their label came.",
+            ["model"],
+        ).add_metric([m.name], expired)
+
+    @staticmethod
+    def _comparisons(f: _Families, m: ModelMonitor, views: list) -> None:
+        labels = ["model", "version", "champion"]
+        diff = f.gauge(
+            "mlmon_version_accuracy_difference",
+            "Windowed accuracy of a challenger minus the champion's.",
+            labels,
+        )
+        pval = f.gauge(
+            "mlmon_version_accuracy_p_value",
+            "Two-proportion z-test p-value of the accuracy difference.",
+            labels,
+        )
+        drift_ = f.gauge(
+            "mlmon_version_prediction_drift",
+            "Drift of a challenger's predictions "
+            "against the champion's (ks on scores or values, js on classes).",
+            [*labels, "method"],
+        )
+        lat = f.gauge(
+            "mlmon_version_latency_ratio",
+            "A challenger's mean latency divided by the champion's.",
+            labels,
+        )
+        for c in m.comparisons(views):
+            lab = [m.name, c.challenger, c.champion]
+            if not np.isnan(c.accuracy_difference):
+                diff.add_metric(lab, c.accuracy_difference)
+                pval.add_metric(lab, c.p_value)
+            for method, value in c.prediction_drift.items():
+                drift_.add_metric([*lab, method], value)
+            if not np.isnan(c.latency_ratio):
+                lat.add_metric(lab, c.latency_ratio)
+
+    def _performance(self, f: _Families, m: ModelMonitor, view, mv: list[str]) -> None:
+        s, lay, v = m.schema, m.layout, Layout.view
+        t, ft, w = view.snapshot.total, view.snapshot.ftotal, view.snapshot.window
+        r = view.performance
+        f.counter(
+            "mlmon_labelled_predictions", "Predictions joined with their label.", MV
+        ).add_metric(mv, t[lay.labelled.start])
+        delay = v(t, lay.label_delay)
+        f.histogram("mlmon_label_delay_seconds", "Time from prediction to label.", MV).add(
+            mv,
+            LABEL_DELAY_BUCKETS,
+            np.cumsum(delay)[:-1],
+            delay.sum(),
+            ft[lay.label_delay_sum.start],
+        )
+        f.gauge(
+            "mlmon_window_labels", "Labelled predictions inside the sliding window.", MV
+        ).add_metric(mv, w[lay.labelled.start])
+        if s.prediction_classes is not None:
+            f.counter(
+                "mlmon_correct_predictions", "Labelled predictions whose class was right.", MV
+            ).add_metric(mv, t[lay.correct.start])
+            self._confusion(f, m, mv, v(t, lay.conf))
+        else:
+            edges = tuple(x * s.error_scale for x in ABS_ERROR_SCALE)
+            ae = v(t, lay.abs_error)
+            reg = v(ft, lay.reg)
+            f.histogram(
+                "mlmon_regression_absolute_error",
+                "Absolute error |prediction - label| of labelled predictions.",
+                MV,
+            ).add(mv, edges, np.cumsum(ae)[:-1], ae.sum(), reg[1])
+            f.counter(
+                "mlmon_regression_squared_error",
+                "Sum of squared errors of labelled predictions.",
+                MV,
+            ).add_metric(mv, reg[2])
+        if s.task == "binary" and s.config.sensitive_attributes:
+            self._group_counters(f, m, mv, v(t, lay.group_pred), v(t, lay.group_conf))
+        est = r.estimates
+        if est is not None:
+            for name in ("accuracy", "precision", "recall", "f1"):
+                value = getattr(est, name)
+                if not np.isnan(value):
+                    f.gauge(
+                        f"mlmon_estimated_{name}",
+                        f"Expected {name} from the scores alone "
+                        "(label-free, assumes calibrated scores), windowed.",
+                        MV,
+                    ).add_metric(mv, value)
+        for fr in r.fairness:
+            self._fairness(f, mv, fr)
+        if not r.reported:
+            return
+        if s.prediction_classes is not None:
+            f.gauge(
+                "mlmon_accuracy", "Windowed accuracy of the labelled predictions.", MV
+            ).add_metric(mv, r.accuracy)
+            for metric in CLASS_METRICS:
+                fam = f.gauge(
+                    f"mlmon_{metric}",
+                    f"Windowed {metric.replace('_', ' ')} per class "
+                    "(binary: the positive class; multiclass: each class and "
+                    "__macro__).",
+                    [*MV, "class"],
+                )
+                for cls, values in r.per_class.items():
+                    if not np.isnan(values[metric]):
+                        fam.add_metric([*mv, cls], values[metric])
+            for name, value, doc in (
+                ("mlmon_roc_auc", r.roc_auc, "Windowed ROC AUC from binned scores."),
+                (
+                    "mlmon_expected_calibration_error",
+                    r.calibration_error,
+                    "Windowed expected calibration error (10 score buckets).",
+                ),
+                ("mlmon_brier_score", r.brier, "Windowed Brier score of the tracked score."),
+            ):
+                if not np.isnan(value):
+                    f.gauge(name, doc, MV).add_metric(mv, value)
+        elif r.regression is not None:
+            for name, value in (
+                ("mae", r.regression.mae),
+                ("rmse", r.regression.rmse),
+                ("r2", r.regression.r2),
+                ("bias", r.regression.bias),
+            ):
+                if not np.isnan(value):
+                    f.gauge(
+                        f"mlmon_regression_{name}",
+                        f"Windowed {name} of labelled "
+                        "predictions (bias: mean of prediction - label).",
+                        MV,
+                    ).add_metric(mv, value)
+
+    @staticmethod
+    def _confusion(f: _Families, m: ModelMonitor, mv: list[str], conf: np.ndarray) -> None:
+        s = m.schema
+        names = (*s.classes, OTHER)
+        if s.task == "binary":
+            k, n = s.positive_index, len(s.classes)
+            c = conf[:n, :n]
+            tp = c[k, k]
+            fam = f.counter(
+                "mlmon_classification_outcomes",
+                "Labelled predictions of a binary "
+                "model by outcome (tp, fp, fn, tn of the positive class).",
+                [*MV, "outcome"],
+            )
+            for outcome, value in (
+                ("tp", tp),
+                ("fp", c[k].sum() - tp),
+                ("fn", c[:, k].sum() - tp),
+                ("tn", c.sum() - c[k].sum() - c[:, k].sum() + tp),
+            ):
+                fam.add_metric([*mv, outcome], value)
+            return
+        fam = f.counter(
+            "mlmon_confusion",
+            "Labelled predictions by predicted and actual class.",
+            [*MV, "predicted", "actual"],
+        )
+        for i, pred in enumerate(names):
+            for j, actual in enumerate(names):
+                fam.add_metric([*mv, pred, actual], conf[i, j])
+
+    @staticmethod
+    def _group_counters(
+        f: _Families, m: ModelMonitor, mv: list[str], pred: np.ndarray, conf: np.ndarray
+    ) -> None:
+        """Counters per sensitive group (binary models), so PromQL can aggregate replicas."""
+        s = m.schema
+        k, n = s.positive_index, len(s.classes)
+        fp_ = f.counter(
+            "mlmon_group_predictions",
+            "Predictions per sensitive group, positive or negative.",
+            [*MV, "attribute", "group", "predicted"],
+        )
+        fo = f.counter(
+            "mlmon_group_outcomes",
+            "Labelled predictions per sensitive group by outcome (tp, fp, fn, tn).",
+            [*MV, "attribute", "group", "outcome"],
+        )
+        for a, attr in enumerate(s.config.sensitive_attributes):
+            for g, group in enumerate(m.group_names[a]):
+                row = pred[a, g if group != OTHER else pred.shape[1] - 1]
+                fp_.add_metric([*mv, attr, group, "positive"], row[k])
+                fp_.add_metric([*mv, attr, group, "negative"], row[:n].sum() - row[k])
+                c = conf[a, g if group != OTHER else conf.shape[1] - 1, :n, :n]
+                tp = c[k, k]
+                for outcome, value in (
+                    ("tp", tp),
+                    ("fp", c[k].sum() - tp),
+                    ("fn", c[:, k].sum() - tp),
+                    ("tn", c.sum() - c[k].sum() - c[:, k].sum() + tp),
+                ):
+                    fo.add_metric([*mv, attr, group, outcome], value)
+
+    @staticmethod
+    def _fairness(f: _Families, mv: list[str], fr) -> None:
+        lab = [*MV, "attribute", "group"]
+        g = fr.metrics
+        ref = fr.groups[g.reference] if g.reference >= 0 else ""
+        series = (
+            (
+                "selection_rate",
+                g.selection_rate,
+                "Share of a group's predictions that are positive.",
+                False,
+            ),
+            ("true_positive_rate", g.true_positive_rate, "A group's true-positive rate.", False),
+            ("false_positive_rate", g.false_positive_rate, "A group's false-positive rate.", False),
+            (
+                "disparate_impact",
+                g.disparate_impact,
+                "A group's selection rate divided by the reference group's.",
+                True,
+            ),
+            (
+                "demographic_parity_difference",
+                g.demographic_parity_difference,
+                "A group's selection rate minus the reference group's.",
+                True,
+            ),
+            (
+                "equal_opportunity_difference",
+                g.equal_opportunity_difference,
+                "A group's true-positive rate minus the reference group's.",
+                True,
+            ),
+        )
+        for name, values, doc, with_ref in series:
+            fam = f.gauge(
+                f"mlmon_fairness_{name}",
+                doc + " Windowed.",
+                [*lab, "reference"] if with_ref else lab,
+            )
+            for i, group in enumerate(fr.groups):
+                if not np.isnan(values[i]):
+                    fam.add_metric(
+                        [*mv, fr.attribute, group, *([ref] if with_ref else [])], values[i]
+                    )
 
     def _predictions(
         self, f: _Families, m: ModelMonitor, mv: list[str], t: np.ndarray, ft: np.ndarray

@@ -62,6 +62,31 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
         0.0,
         "Inferences per second below which traffic counts as stopped (0: only a full stop).",
     ),
+    "accuracy_min": (
+        0.7,
+        "Lowest acceptable accuracy of the labelled predictions.",
+    ),
+    "f1_min": (
+        0.5,
+        "Lowest acceptable F1 (the positive class for binary models, macro for multiclass).",
+    ),
+    "false_negative_rate_max": (
+        0.5,
+        "Highest acceptable false-negative rate of the positive class (binary models).",
+    ),
+    "calibration_error_max": (
+        0.1,
+        "Highest acceptable expected calibration error of the scores.",
+    ),
+    "disparate_impact_min": (
+        0.8,
+        "Lowest acceptable ratio of a group's selection rate to the reference group's "
+        "(the four-fifths rule).",
+    ),
+    "challenger_p_value_max": (
+        0.05,
+        "Significance level below which a challenger's accuracy difference counts as real.",
+    ),
 }
 
 LIMIT_DEFAULTS: dict[str, int] = {
@@ -123,6 +148,25 @@ class DriftSettings:
 
 
 @dataclass(frozen=True)
+class LabelSettings:
+    max_entries: int = 100_000  # predictions waiting for their label, per model
+    ttl_seconds: float = 14 * 86400.0  # how long a prediction waits for its label
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    min_labels: int = 100  # labelled predictions a window needs before metrics are reported
+    recalibrate: bool = True  # label-free estimates use the baseline's calibration table
+    champion: str | None = None  # None: the version with the most traffic in the window
+
+
+@dataclass(frozen=True)
+class FairnessSettings:
+    min_samples: int = 100  # predictions (and labels) a group needs before it is reported
+    reference_groups: dict[str, str] = field(default_factory=dict)  # attribute -> group
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     task: str
@@ -135,6 +179,9 @@ class ModelConfig:
     window: WindowSettings = field(default_factory=WindowSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     thresholds: dict[str, float] = field(default_factory=dict)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    fairness: FairnessSettings = field(default_factory=FairnessSettings)
 
 
 @dataclass(frozen=True)
@@ -357,6 +404,9 @@ def _model(
         "window",
         "drift",
         "thresholds",
+        "labels",
+        "performance",
+        "fairness",
     }
     if not isinstance(raw, dict):
         c.err(path, "expected a mapping")
@@ -412,6 +462,7 @@ def _model(
     win = _window(c, raw.get("window"), f"{path}.window", window)
     dr = _drift(c, raw.get("drift"), f"{path}.drift", drift)
     th = _thresholds(c, raw.get("thresholds"), f"{path}.thresholds", thresholds)
+    labels, perf, fair = _label_settings(c, raw, path, sensitive)
     if name is None or task is None or baseline is None:
         return None
     return ModelConfig(
@@ -426,7 +477,58 @@ def _model(
         window=win,
         drift=dr,
         thresholds=th,
+        labels=labels,
+        performance=perf,
+        fairness=fair,
     )
+
+
+def _label_settings(
+    c: _Checker, raw: dict, path: str, sensitive: tuple[str, ...]
+) -> tuple[LabelSettings, PerformanceSettings, FairnessSettings]:
+    lr = c.mapping(raw.get("labels"), f"{path}.labels", {"max_entries", "ttl"})
+    labels = LabelSettings()
+    if "max_entries" in lr:
+        v = c.number(lr["max_entries"], f"{path}.labels.max_entries", lo=1, hi=10**8, integer=True)
+        labels = replace(labels, max_entries=int(v or labels.max_entries))
+    if "ttl" in lr:
+        ttl = c.duration(lr["ttl"], f"{path}.labels.ttl")
+        labels = replace(labels, ttl_seconds=ttl or labels.ttl_seconds)
+    pr = c.mapping(
+        raw.get("performance"), f"{path}.performance", {"min_labels", "recalibrate", "champion"}
+    )
+    perf = PerformanceSettings()
+    if "min_labels" in pr:
+        v = c.number(pr["min_labels"], f"{path}.performance.min_labels", lo=1, integer=True)
+        perf = replace(perf, min_labels=int(v or perf.min_labels))
+    if "recalibrate" in pr:
+        if not isinstance(pr["recalibrate"], bool):
+            c.err(f"{path}.performance.recalibrate", "expected true or false")
+        else:
+            perf = replace(perf, recalibrate=pr["recalibrate"])
+    if "champion" in pr:
+        if not isinstance(pr["champion"], str) or not NAME_RE.match(pr["champion"]):
+            c.err(f"{path}.performance.champion", "expected a version name")
+        else:
+            perf = replace(perf, champion=pr["champion"])
+    fr = c.mapping(raw.get("fairness"), f"{path}.fairness", {"min_samples", "reference_groups"})
+    fair = FairnessSettings()
+    if "min_samples" in fr:
+        v = c.number(fr["min_samples"], f"{path}.fairness.min_samples", lo=1, integer=True)
+        fair = replace(fair, min_samples=int(v or fair.min_samples))
+    if "reference_groups" in fr:
+        rg = fr["reference_groups"]
+        if not isinstance(rg, dict):
+            c.err(f"{path}.fairness.reference_groups", "expected a mapping of attribute to group")
+        else:
+            for attr in rg:
+                if attr not in sensitive:
+                    c.err(
+                        f"{path}.fairness.reference_groups.{attr}",
+                        "not one of sensitive_attributes",
+                    )
+            fair = replace(fair, reference_groups={str(k): _label_value(v) for k, v in rg.items()})
+    return labels, perf, fair
 
 
 def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -120,6 +120,7 @@ class Batch:
     ids: list[Any]
     timestamps: list[Any]
     groups: list[dict[str, str] | None]
+    group_idx: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
 
 
 def _category(value: Any) -> str:

@@ -3,6 +3,7 @@ and cached drift, plus the exporter's own ingest counters. Knows nothing of HTTP
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -12,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from . import drift
-from .baseline import BaselineError, load_profile
+from . import drift, evaluation
+from .baseline import OTHER, BaselineError, load_profile
 from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig
-from .events import REJECT_REASONS, Batch, parse_events
+from .events import REJECT_REASONS, BadRequest, Batch, parse_events
+from .labels import LabelStore, Pending
 from .schema import ModelSchema, resolve
-from .state import Layout, ModelState, VersionSnapshot
+from .state import Layout, ModelState, VersionSnapshot, label_delta, label_text
 
-ENDPOINTS = ("predictions",)
+ENDPOINTS = ("predictions", "labels")
 
 
 class IngestCounters:
@@ -47,6 +49,7 @@ class VersionView:
 
     snapshot: VersionSnapshot
     report: drift.DriftReport
+    performance: evaluation.PerformanceReport
 
 
 class ModelMonitor:
@@ -64,7 +67,14 @@ class ModelMonitor:
             schema, limits, clock, on_limit=lambda name: counters.count(counters.limit_hits, name)
         )
         self.thresholds = dict(schema.config.thresholds)
-        self._cache: dict[str, tuple[tuple, drift.DriftReport]] = {}
+        self.clock = clock
+        self.labels = LabelStore(schema.config.labels.max_entries, schema.config.labels.ttl_seconds)
+        # Group names per sensitive attribute, in order of first sight; at most max_groups,
+        # the rest share the last slot (__other__).
+        self.group_names: list[list[str]] = [[] for _ in schema.config.sensitive_attributes]
+        self._group_index: list[dict[str, int]] = [{} for _ in schema.config.sensitive_attributes]
+        self._groups_lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple, drift.DriftReport, evaluation.PerformanceReport]] = {}
         self._cache_lock = threading.Lock()
 
     @property
@@ -77,26 +87,153 @@ class ModelMonitor:
 
     def ingest(self, events: list[Any], partial: bool = False) -> tuple[Batch, list[dict]]:
         batch, details = parse_events(events, self.schema, self.limits, partial=partial)
+        attrs = self.schema.config.sensitive_attributes
+        if attrs:
+            batch.group_idx = self._group_indices(batch.groups)
         self.state.ingest(batch)
+        self._remember(batch)
         return batch, details
+
+    def _group_indices(self, groups: list[dict[str, Any] | None]) -> np.ndarray:
+        attrs = self.schema.config.sensitive_attributes
+        out = np.full((len(groups), len(attrs)), -1, dtype=np.int64)
+        cap = self.limits["max_groups"]
+        with self._groups_lock:
+            for i, g in enumerate(groups):
+                if not g:
+                    continue
+                for a, attr in enumerate(attrs):
+                    if attr not in g or g[attr] is None:
+                        continue
+                    name = label_text(g[attr])
+                    index = self._group_index[a]
+                    j = index.get(name)
+                    if j is None:
+                        if len(index) < cap:
+                            j = index[name] = len(index)
+                            self.group_names[a].append(name)
+                        else:
+                            j = cap
+                            if OTHER not in self.group_names[a]:
+                                self.group_names[a].append(OTHER)
+                            self.counters.count(self.counters.limit_hits, "max_groups")
+                    out[i, a] = j
+        return out
+
+    def _remember(self, batch: Batch) -> None:
+        """Successful predictions with an id wait in the label store for their label."""
+        now = self.clock()
+        no_groups = ()
+        for i, key in enumerate(batch.ids):
+            if key is None or not batch.ok[i]:
+                continue
+            groups = (
+                tuple(int(g) for g in batch.group_idx[i]) if batch.group_idx.size else no_groups
+            )
+            self.labels.put(
+                str(key),
+                Pending(
+                    version=batch.versions[i],
+                    time=now,
+                    predicted=int(batch.pred_idx[i]),
+                    value=float(batch.pred_value[i]),
+                    score=float(batch.score[i]),
+                    groups=groups,
+                ),
+            )
+
+    def ingest_labels(self, items: list[Any], partial: bool = False) -> tuple[dict, list[dict]]:
+        """Join labels to their predictions; returns counts by outcome and the error details
+        of invalid items (raises BadRequest for any when not ``partial``)."""
+        details = []
+        valid = []
+        regression = self.schema.prediction_numeric is not None
+        max_str = self.limits["max_string_length"]
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                details.append({"index": i, "field": "", "message": "a label must be an object"})
+                continue
+            key = item.get("id")
+            if type(key) not in (str, int) or (type(key) is str and len(key) > max_str):
+                details.append(
+                    {
+                        "index": i,
+                        "field": "id",
+                        "message": "required: the prediction's id (a string or an integer)",
+                    }
+                )
+                continue
+            label = item.get("label")
+            if regression:
+                ok = type(label) in (int, float) and math.isfinite(label)
+                msg = "required: a finite number"
+            else:
+                ok = type(label) in (str, int, bool) and len(str(label)) <= max_str
+                msg = "required: a class (string or integer)"
+            if not ok:
+                details.append({"index": i, "field": "label", "message": msg})
+                continue
+            valid.append((str(key), label))
+        if details and not partial:
+            raise BadRequest(
+                400,
+                "invalid_event",
+                f"{len(details)} of {len(items)} label(s) invalid; nothing was applied",
+                details[:100],
+            )
+        now = self.clock()
+        outcomes: dict[str, int] = {}
+        joined: dict[str, list[tuple[Pending, Any]]] = {}
+        for key, label in valid:
+            outcome, p = self.labels.take(key, now)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if p is not None:
+                joined.setdefault(p.version, []).append((p, label))
+        for version, rows in joined.items():
+            ps = [p for p, _ in rows]
+            delta, fdelta = label_delta(
+                self.layout,
+                self.schema,
+                predicted=np.fromiter((p.predicted for p in ps), np.int64, len(ps)),
+                values=np.fromiter((p.value for p in ps), np.float64, len(ps)),
+                scores=np.fromiter((p.score for p in ps), np.float64, len(ps)),
+                groups=np.array([p.groups for p in ps], dtype=np.int64).reshape(len(ps), -1),
+                delays=np.fromiter((now - p.time for p in ps), np.float64, len(ps)),
+                labels=[lab for _, lab in rows],
+            )
+            self.state.add(version, delta, fdelta)
+        # after the joins, so a label that comes just too late counts as expired
+        self.labels.purge(now)
+        return outcomes, details
 
     def views(self) -> list[VersionView]:
         """Every version's snapshot with its drift; drift is recomputed only when the counts
         or thresholds changed since the last call."""
         out = []
         th_key = tuple(sorted(self.thresholds.items()))
+        groups = [list(g) for g in self.group_names]
         for snap in self.state.snapshot():
-            key = (snap.generation, th_key)
+            key = (snap.generation, th_key, tuple(len(g) for g in groups))
             with self._cache_lock:
                 cached = self._cache.get(snap.version)
             if cached is None or cached[0] != key:
                 report = self._drift(snap.window)
+                perf = evaluation.evaluate(
+                    self.schema, self.layout, snap.window, snap.fwindow, groups
+                )
                 with self._cache_lock:
-                    self._cache[snap.version] = (key, report)
+                    self._cache[snap.version] = (key, report, perf)
             else:
-                report = cached[1]
-            out.append(VersionView(snap, report))
+                report, perf = cached[1], cached[2]
+            out.append(VersionView(snap, report, perf))
         return out
+
+    def comparisons(self, views: list[VersionView]) -> list[evaluation.Comparison]:
+        return evaluation.compare_versions(
+            self.schema,
+            self.layout,
+            {v.snapshot.version: (v.snapshot.window, v.snapshot.fwindow) for v in views},
+        )
 
     def _drift(self, window: np.ndarray) -> drift.DriftReport:
         lay = self.layout
@@ -116,7 +253,8 @@ class ModelMonitor:
         s = self.schema
         v = Layout.view
         versions = {}
-        for view in self.views():
+        views = self.views()
+        for view in views:
             w = view.snapshot.window
             r = view.report
             ok = int(w[lay.ok_events.start])
@@ -164,6 +302,7 @@ class ModelMonitor:
                     }
                     for o in r.outputs
                 },
+                "performance": _performance_json(view.performance),
             }
         cfg = s.config
         return {
@@ -175,7 +314,56 @@ class ModelMonitor:
             "correction": cfg.drift.correction,
             "thresholds": dict(self.thresholds),
             "versions": versions,
+            "comparisons": [
+                {
+                    "champion": c.champion,
+                    "challenger": c.challenger,
+                    "accuracy_difference": _num(c.accuracy_difference),
+                    "p_value": _num(c.p_value),
+                    "prediction_drift": c.prediction_drift,
+                    "latency_ratio": _num(c.latency_ratio),
+                }
+                for c in self.comparisons(views)
+            ],
+            "labels": {"waiting": len(self.labels), **dict(self.labels.outcomes)},
         }
+
+
+def _performance_json(r: evaluation.PerformanceReport) -> dict[str, Any]:
+    out: dict[str, Any] = {"labelled": r.labelled, "reported": r.reported}
+    if r.reported:
+        out.update(
+            accuracy=_num(r.accuracy),
+            roc_auc=_num(r.roc_auc),
+            calibration_error=_num(r.calibration_error),
+            brier=_num(r.brier),
+            classes={c: {k: _num(v) for k, v in m.items()} for c, m in r.per_class.items()},
+        )
+        if r.regression is not None:
+            out["regression"] = {
+                k: _num(getattr(r.regression, k)) for k in ("mae", "rmse", "r2", "bias")
+            }
+    if r.estimates is not None:
+        out["estimates"] = {
+            k: _num(getattr(r.estimates, k)) for k in ("accuracy", "precision", "recall", "f1")
+        }
+    out["fairness"] = {
+        fr.attribute: {
+            "reference": fr.groups[fr.metrics.reference] if fr.metrics.reference >= 0 else None,
+            "groups": {
+                g: {
+                    "predictions": int(fr.predictions[i]),
+                    "selection_rate": _num(fr.metrics.selection_rate[i]),
+                    "true_positive_rate": _num(fr.metrics.true_positive_rate[i]),
+                    "false_positive_rate": _num(fr.metrics.false_positive_rate[i]),
+                    "disparate_impact": _num(fr.metrics.disparate_impact[i]),
+                }
+                for i, g in enumerate(fr.groups)
+            },
+        }
+        for fr in r.fairness
+    }
+    return out
 
 
 def _num(x: float) -> float | None:

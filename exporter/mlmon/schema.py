@@ -150,6 +150,18 @@ class ModelSchema:
     prediction_classes: CategoricalBlock | None  # classification
     score: NumericBlock | None  # classification
     feature_kinds: dict[str, str]
+    positive_index: int = -1  # binary models: index of the positive class
+    calibration_rates: np.ndarray | None = None  # observed positive rate per score bucket
+    error_scale: float = 1.0  # regression: the baseline's spread of predictions
+
+    def recalibrate(self, p: np.ndarray) -> np.ndarray:
+        """Binary scores mapped to the baseline's observed positive rate of their score
+        bucket (where the baseline has rows in it); unchanged without a table."""
+        if self.calibration_rates is None or self.score is None:
+            return p
+        bins = np.searchsorted(np.asarray(self.score.coarse_edges[0]), p, side="left")
+        rate = self.calibration_rates[bins]
+        return np.where(np.isnan(rate), p, rate)
 
     @property
     def name(self) -> str:
@@ -234,6 +246,12 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
         score = NumericBlock.from_profiles(["score"], [score_profile])
     if errors:
         raise BaselineError("; ".join(errors))
+    rates = None
+    cal = profile.get("calibration")
+    if cal and model.task == "binary" and model.performance.recalibrate:
+        counts = np.asarray(cal["counts"], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates = np.where(counts > 0, np.asarray(cal["positives"]) / counts, np.nan)
     return ModelSchema(
         config=model,
         profile=profile,
@@ -245,6 +263,11 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
         prediction_classes=pred_cls,
         score=score,
         feature_kinds=kinds,
+        positive_index=classes.index(positive) if positive is not None else -1,
+        calibration_rates=rates,
+        error_scale=float(pred_num.stds[0])
+        if pred_num is not None and pred_num.stds[0] > 0
+        else 1.0,
     )
 
 

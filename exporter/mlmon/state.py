@@ -24,6 +24,24 @@ from .schema import ModelSchema, NumericBlock
 # with about two buckets per decade, so p50/p90/p99 interpolate within a factor of 2.5.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OTHER_VERSION = "__other__"
+# Label delay buckets: a minute to a month, for labels that come back in seconds (clicks)
+# or in weeks (loan defaults, chargebacks).
+LABEL_DELAY_BUCKETS = (
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    10800.0,
+    21600.0,
+    86400.0,
+    259200.0,
+    604800.0,
+    1209600.0,
+    2592000.0,
+)
+# Absolute-error buckets of regression models, in units of the baseline's spread of
+# predictions: from 1% to 4 standard deviations.
+ABS_ERROR_SCALE = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -39,9 +57,10 @@ class Part:
 class Layout:
     """Where each counter of a version sits in the flat int (and float) vectors."""
 
-    def __init__(self, schema: ModelSchema) -> None:
+    def __init__(self, schema: ModelSchema, max_groups: int = 20) -> None:
         self.size = 0
         self.fsize = 0
+        self.groups = max_groups + 1  # + __other__
         num, cat = schema.numeric, schema.categorical
         self.num_bins = self._add((len(num), num.width))
         self.num_missing = self._add((len(num),))
@@ -63,6 +82,31 @@ class Layout:
         self.pred_sum = self._addf((1,))
         self.score_sum = self._addf((1,))
         self.latency_sum = self._addf((1,))
+        # label-free estimates, at ingest (classifiers with scores): binary models count
+        # and sum the positive probability per predicted class (negative, positive);
+        # multiclass models the top probability.
+        self.est_n = self._add((2,))
+        self.est_p = self._addf((2,))
+        attrs = len(schema.config.sensitive_attributes)
+        classification = pc is not None
+        ncls = len(schema.classes)
+        self.group_pred = self._add((attrs if classification else 0, self.groups, pwidth))
+        # joined labels, at label arrival
+        self.labelled = self._add((1,))
+        self.correct = self._add((1,))
+        self.label_delay = self._add((len(LABEL_DELAY_BUCKETS) + 1,))
+        self.label_delay_sum = self._addf((1,))
+        lw = ncls + 1 if classification else 0  # + labels that are no class of the model
+        self.conf = self._add((pwidth if classification else 0, lw))
+        binary = schema.task == "binary"
+        self.group_conf = self._add(
+            (attrs if binary else 0, self.groups, pwidth if binary else 0, lw if binary else 0)
+        )
+        self.score_label = self._add((sc.width if sc is not None else 0, 2))
+        self.score_label_sum = self._addf((len(sc.coarse_edges[0]) + 1 if sc is not None else 0,))
+        self.brier_sum = self._addf((1,))
+        self.abs_error = self._add((len(ABS_ERROR_SCALE) + 1 if pn is not None else 0,))
+        self.reg = self._addf((5 if pn is not None else 0,))  # err, |err|, err^2, y, y^2
 
     def _add(self, shape: tuple[int, ...]) -> Part:
         p = Part(self.size, shape)
@@ -135,6 +179,9 @@ def batch_delta(
         idx.append(layout.score_bins.start + schema.score.bin(s[:, None])[:, 0])
         fdelta[layout.score_sum.start] = s.sum()
 
+    if schema.prediction_classes is not None:
+        _classifier_deltas(layout, schema, batch, ok_rows, idx, fdelta)
+
     lat = batch.latency[all_rows]
     lat = lat[~np.isnan(lat)]
     idx.append(layout.latency.start + np.searchsorted(LATENCY_BUCKETS, lat, side="left"))
@@ -151,6 +198,102 @@ def batch_delta(
     delta[layout.events.start] += all_rows.size
     delta[layout.ok_events.start] += ok_rows.size
     return delta.astype(np.int64, copy=False), fdelta
+
+
+def _classifier_deltas(
+    layout: Layout,
+    schema: ModelSchema,
+    batch: Batch,
+    ok_rows: np.ndarray,
+    idx: list[np.ndarray],
+    fdelta: np.ndarray,
+) -> None:
+    """Predictions by sensitive group, and the sums behind the label-free estimates."""
+    pi = batch.pred_idx[ok_rows]
+    attrs, groups, width = layout.group_pred.shape
+    if attrs and batch.group_idx.size:
+        g = batch.group_idx[ok_rows]
+        a = np.broadcast_to(np.arange(attrs), g.shape)
+        p = np.broadcast_to(pi[:, None], g.shape)
+        valid = (g >= 0) & (p >= 0)
+        idx.append(layout.group_pred.start + ((a * groups + g) * width + p)[valid])
+    s = batch.score[ok_rows]
+    has = ~np.isnan(s) & (pi >= 0)
+    s, pi = s[has], pi[has]
+    if schema.task == "binary":
+        prob = schema.recalibrate(s)
+        side = (pi == schema.positive_index).astype(np.int64)
+        idx.append(layout.est_n.start + side)
+        fdelta[layout.est_p.start] = prob[side == 0].sum()
+        fdelta[layout.est_p.start + 1] = prob[side == 1].sum()
+    else:
+        idx.append(np.full(s.size, layout.est_n.start))
+        fdelta[layout.est_p.start] = s.sum()
+
+
+def label_delta(
+    layout: Layout,
+    schema: ModelSchema,
+    predicted: np.ndarray,
+    values: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    delays: np.ndarray,
+    labels: list,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The increments that joined labels add to a version: predicted class indices (or
+    regression values), tracked scores, group indices [N, A], label delays and the labels."""
+    n = len(labels)
+    fdelta = np.zeros(layout.fsize)
+    idx = [
+        np.full(n, layout.labelled.start),
+        layout.label_delay.start + np.searchsorted(LABEL_DELAY_BUCKETS, delays, side="left"),
+    ]
+    fdelta[layout.label_delay_sum.start] = delays.sum()
+    if schema.prediction_classes is not None:
+        vocab = schema.prediction_classes.vocab[0]
+        ncls = len(schema.classes)
+        actual = np.fromiter((vocab.get(label_text(v), ncls) for v in labels), np.int64, n)
+        correct = (predicted == actual) & (actual < ncls)
+        idx.append(np.full(int(correct.sum()), layout.correct.start))
+        lw = layout.conf.shape[1]
+        idx.append(layout.conf.start + predicted * lw + actual)
+        attrs = layout.group_conf.shape[0]
+        if attrs:
+            g = groups
+            a = np.broadcast_to(np.arange(attrs), g.shape)
+            valid = g >= 0
+            flat = (
+                (a * layout.groups + g) * layout.group_conf.shape[2] + predicted[:, None]
+            ) * lw + actual[:, None]
+            idx.append(layout.group_conf.start + flat[valid])
+        if schema.score is not None:
+            y = (actual == schema.positive_index) if schema.task == "binary" else correct
+            has = ~np.isnan(scores)
+            s, y = scores[has], y[has].astype(np.int64)
+            bins = schema.score.bin(s[:, None])[:, 0]
+            idx.append(layout.score_label.start + bins * 2 + y)
+            coarse = np.searchsorted(np.asarray(schema.score.coarse_edges[0]), s, side="left")
+            part = layout.score_label_sum
+            fdelta[part.start : part.stop] = np.bincount(coarse, weights=s, minlength=part.shape[0])
+            fdelta[layout.brier_sum.start] = ((s - y) ** 2).sum()
+    else:
+        y = np.asarray(labels, dtype=np.float64)
+        err = values - y
+        edges = np.asarray(ABS_ERROR_SCALE) * schema.error_scale
+        idx.append(layout.abs_error.start + np.searchsorted(edges, np.abs(err), side="left"))
+        r = layout.reg.start
+        fdelta[r : r + 5] = (err.sum(), np.abs(err).sum(), (err**2).sum(), y.sum(), (y**2).sum())
+    delta = np.bincount(np.concatenate(idx), minlength=layout.size).astype(np.int64)
+    return delta, fdelta
+
+
+def label_text(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value if type(value) is str else str(value)
 
 
 class VersionState:
@@ -220,7 +363,7 @@ class ModelState:
         on_limit: Callable[[str], None] | None = None,
     ) -> None:
         self.schema = schema
-        self.layout = Layout(schema)
+        self.layout = Layout(schema, limits["max_groups"])
         self.max_versions = limits["max_versions"]
         self.clock = clock
         self.on_limit = on_limit or (lambda name: None)
@@ -272,6 +415,15 @@ class ModelState:
                 vs.advance(head)
             for version, d, fd in deltas:
                 self._version(version, now).add(d, fd, now)
+
+    def add(self, version: str, delta: np.ndarray, fdelta: np.ndarray) -> None:
+        """Add increments (joined labels) to a version's current slice."""
+        now = self.clock()
+        head = self._head(now)
+        with self.lock:
+            for vs in self.versions.values():
+                vs.advance(head)
+            self._version(version, now).add(delta, fdelta, now)
 
     def snapshot(self) -> list[VersionSnapshot]:
         """Copies of every version's counts, the window advanced to now."""

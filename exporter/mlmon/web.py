@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .events import BadRequest, decode_events
+from .labels import OUTCOMES
 from .monitor import ModelMonitor, Monitor
 
 log = logging.getLogger("mlmon.web")
@@ -100,6 +101,37 @@ def create_app(monitor: Monitor, registry: CollectorRegistry) -> Flask:
             counters.count(counters.rejected_events, model, bad)
             return _json({"accepted": batch.n, "rejected": bad, "details": details})
         return _json({"accepted": batch.n, "rejected": 0})
+
+    @app.post("/v1/models/<model>/labels")
+    def labels(model: str) -> Response:
+        endpoint = "labels"
+        counters.count(counters.requests, endpoint)
+        m = monitor.models.get(model)
+        try:
+            if m is None:
+                raise BadRequest(
+                    404,
+                    "unknown_model",
+                    f"unknown model {model!r}",
+                    [{"field": "model", "message": "not in the configuration"}],
+                )
+            body = read_body(endpoint)
+            items = decode_events(body, request.content_type or "", list_key="labels")
+            if len(items) > limits["max_batch_events"]:
+                raise BadRequest(
+                    413,
+                    "batch_too_large",
+                    f"{len(items)} labels exceed the limit of {limits['max_batch_events']}",
+                )
+            partial = request.args.get("partial", "").lower() in _TRUE
+            outcomes, details = m.ingest_labels(items, partial=partial)
+        except BadRequest as e:
+            return refuse(endpoint, e, model if m is not None else None)
+        out = {k: outcomes.get(k, 0) for k in OUTCOMES}
+        out["rejected"] = len(details)
+        if details:
+            out["details"] = details[:100]
+        return _json(out)
 
     @app.get("/v1/models")
     def models() -> Response:
