@@ -430,6 +430,21 @@ def fleet() -> dict[str, Any]:
             1,
         ),
     ]
+    # (name, expr, unit, limit): red above the limit; the performance columns below it
+    below = {
+        "Accuracy (1d)": (
+            'min by (model) (model_version:mlmon_accuracy:ratio_increase1d{job=~"$job"})',
+            "percentunit",
+            0.7,
+        ),
+        "Disparate impact (min)": (
+            "min by (model) (model_version_attribute_group:mlmon_disparate_impact:"
+            'ratio_increase1d{job=~"$job"})',
+            "percentunit",
+            0.8,
+        ),
+    }
+    cols[-1:-1] = [(name, expr, unit, limit) for name, (expr, unit, limit) in below.items()]
     targets = [target(expr, name, instant=True, fmt="table") for name, expr, _, _ in cols]
     overrides = [
         _by_name(
@@ -445,7 +460,7 @@ def fleet() -> dict[str, Any]:
             {"id": "displayName", "value": name},
             {"id": "unit", "value": unit},
             {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-            {"id": "thresholds", "value": _steps(limit)},
+            {"id": "thresholds", "value": _steps(limit, "below" if name in below else "above")},
             {"id": "links", "value": [{"title": "Model overview", "url": link}]},
         ]
         overrides.append(_by_name(f"Value #{chr(ord('A') + i)}", props))
@@ -458,7 +473,8 @@ def fleet() -> dict[str, Any]:
         table(
             "Models",
             "One row per model. Cells turn red past the default limits (error ratio "
-            "1%, one drifted feature, 30% drifted share, prediction KS 0.1, any firing alert); "
+            "1%, one drifted feature, 30% drifted share, prediction KS 0.1, accuracy below "
+            "70%, disparate impact below 80%, any firing alert); "
             "a model's own limits are on its overview. Click a model for its overview.",
             "short",
             targets,
@@ -1090,10 +1106,418 @@ def feature_drift() -> dict[str, Any]:
     )
 
 
+# ------------------------------------------------------------------- performance
+def performance() -> dict[str, Any]:
+    panels = [
+        row("Headline"),
+        stat(
+            "Accuracy (1d)",
+            "Share of the last day's labelled predictions that were right, all "
+            "replicas; red below accuracy_min.",
+            "percentunit",
+            [target(f"min(model_version:mlmon_accuracy:ratio_increase1d{{{SEL}}})", "accuracy")],
+            limit=0.7,
+            direction="below",
+        ),
+        stat(
+            "F1 (1d)",
+            "F1 of the positive class over the last day; red below f1_min.",
+            "percentunit",
+            [target(f"min(model_version:mlmon_f1:ratio_increase1d{{{SEL}}})", "F1")],
+            limit=0.5,
+            direction="below",
+        ),
+        stat(
+            "ROC AUC",
+            "Each replica's windowed area under the ROC curve (worst replica).",
+            "percentunit",
+            [target(f"min(mlmon_roc_auc{{{SEL}}})", "AUC")],
+            limit=0.5,
+            direction="below",
+        ),
+        stat(
+            "Calibration error",
+            "Windowed expected calibration error (worst replica); red above calibration_error_max.",
+            "percentunit",
+            [target(f"max(mlmon_expected_calibration_error{{{SEL}}})", "ECE")],
+            limit=0.1,
+        ),
+        row("Over time"),
+        timeseries(
+            "Accuracy: realised and estimated",
+            "Realised accuracy of labelled "
+            "predictions (last day, fleet) and each replica's label-free estimate from the "
+            "scores. The estimate arrives at once; the realised value when the labels do. "
+            "Red dashed: accuracy_min; grey dotted: 3-day and 7-day averages.",
+            "percentunit",
+            [
+                target(
+                    f"min by (version) (model_version:mlmon_accuracy:ratio_increase1d{{{SEL}}})",
+                    "{{version}} realised",
+                ),
+                target(
+                    f"min by (version) (mlmon_estimated_accuracy{{{SEL}}})", "{{version}} estimated"
+                ),
+                target(th("accuracy_min"), "minimum"),
+                *trends(
+                    "model_version:mlmon_accuracy:avg3d_ratio_increase1d",
+                    "model_version:mlmon_accuracy:avg7d_ratio_increase1d",
+                    "min",
+                ),
+            ],
+            threshold_legend="minimum",
+            trends=True,
+            w=12,
+        ),
+        timeseries(
+            "Precision, recall, F1, FNR",
+            "Positive-class metrics over the last day's "
+            "labelled predictions (fleet). Red dashed: the false-negative-rate maximum.",
+            "percentunit",
+            [
+                target(
+                    f"min(model_version:mlmon_precision:ratio_increase1d{{{SEL}}})", "precision"
+                ),
+                target(f"min(model_version:mlmon_recall:ratio_increase1d{{{SEL}}})", "recall"),
+                target(f"min(model_version:mlmon_f1:ratio_increase1d{{{SEL}}})", "F1"),
+                target(
+                    f"max(model_version:mlmon_false_negative_rate:ratio_increase1d{{{SEL}}})", "FNR"
+                ),
+                target(th("false_negative_rate_max"), "FNR maximum"),
+            ],
+            threshold_legend="FNR maximum",
+            w=12,
+        ),
+        timeseries(
+            "Calibration",
+            "Windowed expected calibration error and Brier score (worst "
+            "replica); red dashed: calibration_error_max.",
+            "none",
+            [
+                target(
+                    f"max by (version) (mlmon_expected_calibration_error{{{SEL}}})",
+                    "{{version}} ECE",
+                ),
+                target(f"max by (version) (mlmon_brier_score{{{SEL}}})", "{{version}} Brier"),
+                target(th("calibration_error_max"), "ECE maximum"),
+            ],
+            threshold_legend="ECE maximum",
+            w=12,
+        ),
+        timeseries(
+            "Estimated vs realised (per replica window)",
+            "Each replica's windowed "
+            "estimates from the scores next to the realised values: a realised value that "
+            "falls while its estimate holds is concept drift.",
+            "percentunit",
+            [
+                target(
+                    f"max by (version) (mlmon_estimated_precision{{{SEL}}})",
+                    "{{version}} precision estimated",
+                ),
+                target(
+                    f"min by (version) (mlmon_precision{{{SEL}}})", "{{version}} precision realised"
+                ),
+                target(
+                    f"max by (version) (mlmon_estimated_recall{{{SEL}}})",
+                    "{{version}} recall estimated",
+                ),
+                target(f"min by (version) (mlmon_recall{{{SEL}}})", "{{version}} recall realised"),
+            ],
+            w=12,
+        ),
+        row("Labels"),
+        timeseries(
+            "Labels by outcome",
+            "Labels received per second: matched to a prediction, "
+            "unmatched (unknown id), expired, duplicate.",
+            "reqps",
+            [
+                target(
+                    'sum by (outcome) (rate(mlmon_labels_total{job=~"$job", '
+                    'model="$model"}[$__rate_interval]))',
+                    "{{outcome}}",
+                )
+            ],
+            w=12,
+        ),
+        timeseries(
+            "Label delay",
+            "Time from prediction to label: median and 90th percentile "
+            "of the labels joined recently.",
+            "s",
+            [
+                target(
+                    "histogram_quantile(0.5, sum by (le) (rate(mlmon_label_delay_seconds_"
+                    f"bucket{{{SEL}}}[$__rate_interval])))",
+                    "p50",
+                ),
+                target(
+                    "histogram_quantile(0.9, sum by (le) (rate(mlmon_label_delay_seconds_"
+                    f"bucket{{{SEL}}}[$__rate_interval])))",
+                    "p90",
+                ),
+            ],
+            w=12,
+        ),
+    ]
+    return dashboard(
+        "mlmon-performance",
+        "mlmon / Performance",
+        "Labelled performance, calibration, label-free estimates and label flow.",
+        panels,
+        variables(),
+    )
+
+
+# ------------------------------------------------------------------- fairness
+def fairness() -> dict[str, Any]:
+    fsel = SEL + ', attribute=~"$attribute"'
+    panels = [
+        row("Selection"),
+        timeseries(
+            "Disparate impact",
+            "Each group's selection rate over the last day divided by "
+            "the most favoured group's (fleet). Below the red dashed line (0.8: the "
+            "four-fifths rule) a group is disadvantaged; grey dotted: 3-day and 7-day "
+            "averages.",
+            "percentunit",
+            [
+                target(
+                    "min by (attribute, group) (model_version_attribute_group:"
+                    f"mlmon_disparate_impact:ratio_increase1d{{{fsel}}})",
+                    "{{attribute}}={{group}}",
+                ),
+                target(th("disparate_impact_min"), "minimum"),
+                target(
+                    "min by (attribute, group) (model_version_attribute_group:"
+                    f"mlmon_disparate_impact:avg3d_ratio_increase1d{{{fsel}}})",
+                    "{{attribute}}={{group}} 3d avg",
+                ),
+                target(
+                    "min by (attribute, group) (model_version_attribute_group:"
+                    f"mlmon_disparate_impact:avg7d_ratio_increase1d{{{fsel}}})",
+                    "{{attribute}}={{group}} 7d avg",
+                ),
+            ],
+            threshold_legend="minimum",
+            trends=True,
+            w=12,
+        ),
+        timeseries(
+            "Selection rate",
+            "Share of each group's predictions that are positive, last day (fleet).",
+            "percentunit",
+            [
+                target(
+                    "max by (attribute, group) (model_version_attribute_group:"
+                    f"mlmon_selection_rate:ratio_increase1d{{{fsel}}})",
+                    "{{attribute}}={{group}}",
+                )
+            ],
+            w=12,
+        ),
+        row("Errors by group"),
+        timeseries(
+            "True-positive rate",
+            "Each replica's windowed true-positive rate per group "
+            "(equal opportunity asks for these to match).",
+            "percentunit",
+            [
+                target(
+                    f"max by (attribute, group) (mlmon_fairness_true_positive_rate{{{fsel}}})",
+                    "{{attribute}}={{group}}",
+                )
+            ],
+            w=8,
+        ),
+        timeseries(
+            "False-positive rate",
+            "Each replica's windowed false-positive rate per group.",
+            "percentunit",
+            [
+                target(
+                    f"max by (attribute, group) (mlmon_fairness_false_positive_rate{{{fsel}}})",
+                    "{{attribute}}={{group}}",
+                )
+            ],
+            w=8,
+        ),
+        timeseries(
+            "Differences from the reference",
+            "Demographic-parity difference (selection "
+            "rate) and equal-opportunity difference (true-positive rate) of each group "
+            "against the reference group (configured, else the most favoured).",
+            "percentunit",
+            [
+                target(
+                    "min by (attribute, group) (mlmon_fairness_demographic_parity_"
+                    f"difference{{{fsel}}})",
+                    "{{attribute}}={{group}} parity",
+                ),
+                target(
+                    "min by (attribute, group) (mlmon_fairness_equal_opportunity_"
+                    f"difference{{{fsel}}})",
+                    "{{attribute}}={{group}} opportunity",
+                ),
+            ],
+            w=8,
+        ),
+    ]
+    templ = variables()
+    templ.append(
+        {
+            "name": "attribute",
+            "label": "Attribute",
+            "type": "query",
+            "datasource": DS,
+            "query": {
+                "query": 'label_values(mlmon_group_predictions_total{job=~"$job", '
+                'model="$model"}, attribute)',
+                "refId": "attribute-var",
+            },
+            "definition": 'label_values(mlmon_group_predictions_total{job=~"$job", '
+            'model="$model"}, attribute)',
+            "refresh": 2,
+            "sort": 1,
+            "multi": True,
+            "includeAll": True,
+            "allValue": ".+",
+            "current": {},
+            "options": [],
+            "hide": 0,
+        }
+    )
+    return dashboard(
+        "mlmon-fairness",
+        "mlmon / Fairness",
+        "Outcomes by sensitive group: selection rates, disparate impact, error rates.",
+        panels,
+        templ,
+    )
+
+
+# ------------------------------------------------------------------- versions
+def versions() -> dict[str, Any]:
+    mv = 'job=~"$job", model="$model"'
+    panels = [
+        row("Traffic and accuracy"),
+        timeseries(
+            "Traffic share",
+            "Share of the model's inferences each version serves.",
+            "percentunit",
+            [
+                target(
+                    f"sum by (version) (model_version:mlmon_inference_requests:rate5m"
+                    f"{{{mv}}}) / scalar(sum(model_version:mlmon_inference_requests:"
+                    f"rate5m{{{mv}}}))",
+                    "{{version}}",
+                )
+            ],
+            w=8,
+        ),
+        timeseries(
+            "Accuracy by version",
+            "Accuracy of each version's labelled predictions over "
+            "the last day (fleet); red dashed: accuracy_min.",
+            "percentunit",
+            [
+                target(
+                    f"min by (version) (model_version:mlmon_accuracy:ratio_increase1d{{{mv}}})",
+                    "{{version}}",
+                ),
+                target(th("accuracy_min"), "minimum"),
+            ],
+            threshold_legend="minimum",
+            w=8,
+        ),
+        timeseries(
+            "p99 latency by version",
+            "99th-percentile latency of each version.",
+            "s",
+            [
+                target(
+                    f"max by (version) (model_version:mlmon_inference_latency_seconds:"
+                    f"p99_rate5m{{{mv}}})",
+                    "{{version}}",
+                )
+            ],
+            w=8,
+        ),
+        row("Challengers against the champion"),
+        timeseries(
+            "Accuracy difference",
+            "Each challenger's windowed accuracy minus the champion's (negative: worse).",
+            "percentunit",
+            [
+                target(
+                    f"min by (version, champion) (mlmon_version_accuracy_difference{{{mv}}})",
+                    "{{version}} vs {{champion}}",
+                )
+            ],
+            w=12,
+        ),
+        timeseries(
+            "Significance",
+            "Two-proportion z-test p-value of the accuracy difference; "
+            "below the red dashed line the difference counts as real.",
+            "none",
+            [
+                target(
+                    f"min by (version, champion) (mlmon_version_accuracy_p_value{{{mv}}})",
+                    "{{version}} vs {{champion}}",
+                ),
+                target(th("challenger_p_value_max"), "significance level"),
+            ],
+            threshold_legend="significance level",
+            w=12,
+            fieldConfig_log=True,
+        ),
+        timeseries(
+            "Prediction drift between versions",
+            "KS (scores) and Jensen-Shannon "
+            "(classes) of each challenger's predictions against the champion's.",
+            "none",
+            [
+                target(
+                    f"max by (version, champion, method) (mlmon_version_prediction_drift{{{mv}}})",
+                    "{{version}} vs {{champion}} {{method}}",
+                )
+            ],
+            w=12,
+        ),
+        timeseries(
+            "Latency ratio",
+            "A challenger's mean latency divided by the champion's (1: as fast).",
+            "none",
+            [
+                target(
+                    f"max by (version, champion) (mlmon_version_latency_ratio{{{mv}}})",
+                    "{{version}} vs {{champion}}",
+                )
+            ],
+            w=12,
+        ),
+    ]
+    for p in panels:
+        if p.pop("fieldConfig_log", False):
+            p["fieldConfig"]["defaults"]["custom"]["scaleDistribution"] = {"type": "log", "log": 10}
+    return dashboard(
+        "mlmon-versions",
+        "mlmon / Champion vs challenger",
+        "Model versions side by side: traffic, accuracy, significance, drift, latency.",
+        panels,
+        variables(),
+    )
+
+
 DASHBOARDS = {
     "mlmon-fleet.json": fleet,
     "mlmon-model.json": model,
     "mlmon-feature-drift.json": feature_drift,
+    "mlmon-performance.json": performance,
+    "mlmon-fairness.json": fairness,
+    "mlmon-versions.json": versions,
 }
 
 

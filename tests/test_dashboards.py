@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import require_binary, wait_until
-from mlmon import demo, stack, synthetic
+from mlmon import demo, stack
 from mlmon.cli import build_registry
-from mlmon.config import load_config
-from mlmon.monitor import Monitor
-from test_tasks import _monitor, _rows
+from test_docs import loaded_monitors
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
@@ -31,6 +29,7 @@ SUBSTITUTE = {
     "$model": "credit-risk",
     "$version": ".+",
     "$feature": ".+",
+    "$attribute": ".+",
 }
 
 
@@ -102,7 +101,14 @@ def test_dashboard_structure():
             assert {"model", "version"} <= set(variables)
             for name in ("job", "model", "version"):
                 assert variables[name]["query"]["query"].startswith("label_values(")
-    assert uids == {"mlmon-fleet", "mlmon-model", "mlmon-feature-drift"}
+    assert uids == {
+        "mlmon-fleet",
+        "mlmon-model",
+        "mlmon-feature-drift",
+        "mlmon-performance",
+        "mlmon-fairness",
+        "mlmon-versions",
+    }
 
 
 def test_red_threshold_lines_come_from_threshold_series():
@@ -149,14 +155,8 @@ def _variable_query(q: str) -> str:
 
 
 def _exporter_samples(tmp_path: Path) -> set[str]:
-    mon = Monitor(load_config(ROOT / "examples/mlmon.yml"))
-    mon.models["credit-risk"].ingest(
-        synthetic.without_labels(synthetic.events(synthetic.credit_spec(), 600, seed=1))
-    )
-    regression = _monitor(tmp_path, "regression")
-    regression.models["m"].ingest(_rows(10, seed=2))
     names = set()
-    for m in (mon, regression):
+    for m in loaded_monitors(tmp_path):
         for fam in build_registry(m).collect():
             names |= {s.name for s in fam.samples}
     return names
@@ -206,7 +206,7 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory):
     st = demo.start_stack(ROOT, cfg, work, *ports, interval="1s", alert_for="1s", group_wait="1s")
     stop = threading.Event()
     sender = threading.Thread(
-        target=demo.traffic, args=(st.exporter.url, 400.0, 4.0, 60.0, stop), daemon=True
+        target=demo.traffic, args=(st.exporter.url, 400.0, 4.0, 90.0, stop, 2.0), daemon=True
     )
     sender.start()
     try:
@@ -232,6 +232,36 @@ def test_demo_drift_alert_fires_in_alertmanager(demo_stack):
     alerts = wait_until(firing, 60, "MLModelFeatureDrift to be active in Alertmanager")
     assert {a["labels"]["feature"] for a in alerts} >= {"income", "debt_ratio"}
     assert all(a["labels"]["model"] == "credit-risk" for a in alerts)
+
+
+def _active(demo_stack, name: str) -> list:
+    import requests
+
+    alerts = requests.get(f"{demo_stack.alertmanager.url}/api/v2/alerts", timeout=5).json()
+    return [
+        a for a in alerts if a["labels"]["alertname"] == name and a["status"]["state"] == "active"
+    ]
+
+
+def test_demo_performance_fairness_and_canary_alerts_fire(demo_stack):
+    """After the drift a quarter of the outcomes stop following the scores (accuracy falls
+    below 0.7), group f is selected less often than m, and the canary v2 is worse."""
+    acc = wait_until(
+        lambda: _active(demo_stack, "MLModelAccuracyLow"), 90, "MLModelAccuracyLow to be active"
+    )
+    assert {a["labels"]["version"] for a in acc} >= {"v1"}
+    fair = wait_until(
+        lambda: _active(demo_stack, "MLModelDisparateImpact"),
+        90,
+        "MLModelDisparateImpact to be active",
+    )
+    assert {(a["labels"]["attribute"], a["labels"]["group"]) for a in fair} == {("gender", "f")}
+    canary = wait_until(
+        lambda: _active(demo_stack, "MLModelChallengerWorse"),
+        90,
+        "MLModelChallengerWorse to be active",
+    )
+    assert {(a["labels"]["version"], a["labels"]["champion"]) for a in canary} == {("v2", "v1")}
 
 
 def test_every_panel_query_returns_series(demo_stack):

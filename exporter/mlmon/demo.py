@@ -6,10 +6,12 @@ and local receivers that print every notification — then feeds the exporter sy
 traffic until Ctrl-C. `mlmon demo --traffic-only --url URL` only sends the traffic (as the
 docker-compose stack's demo-model service does).
 
-The workload: version v1 takes 90% of the traffic and a canary v2 10%; 1% of inferences
-fail; `months_employed` is missing 2% of the time; after `--drift-after` seconds applicants
-earn less and carry more debt (two features move by one standard deviation), 5% of them
-come from a country the model never saw, and the scores follow.
+The workload: version v1 takes 90% of the traffic and a worse canary v2 10%; 1% of
+inferences fail; `months_employed` is missing 2% of the time; ground-truth labels come back
+10 seconds later, shuffled, with a few for unknown ids. After `--drift-after` seconds
+applicants earn less and carry more debt (two features move by one standard deviation),
+5% come from a country the model never saw, a quarter of the outcomes no longer follow the
+scores (accuracy falls), and the model selects group f of `gender` less often than m.
 """
 
 from __future__ import annotations
@@ -42,20 +44,30 @@ FAILURES = ("timeout", "model_error")
 
 def demo_events(
     tick: int, n: int, drifting: bool, rng: np.random.Generator
-) -> list[dict[str, Any]]:
-    """One second's events; deterministic for a given tick and generator state."""
-    events = synthetic.without_labels(
-        synthetic.events(
-            synthetic.credit_spec(),
-            n,
-            seed=1000 + tick,
-            shift=DRIFT if drifting else None,
-            id_prefix=f"t{tick}-",
-        )
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One second's events and the labels that will come back for them later."""
+    rows = synthetic.events(
+        synthetic.credit_spec(),
+        n,
+        seed=1000 + tick,
+        shift=DRIFT if drifting else None,
+        id_prefix=f"t{tick}-",
     )
-    for e in events:
+    events, labels = [], []
+    for r in rows:
+        e = {k: v for k, v in r.items() if k != "label"}
         e["version"] = "v2" if rng.random() < 0.1 else "v1"
+        e["groups"] = {"gender": "f" if rng.random() < 0.5 else "m"}
         e["latency_seconds"] = float(rng.gamma(2.0, 0.02 if e["version"] == "v1" else 0.03))
+        if e["version"] == "v2" and rng.random() < 0.2:
+            e["prediction"] = 1 - e["prediction"]  # the canary is a worse model
+        if (
+            drifting
+            and e["groups"]["gender"] == "f"
+            and e["prediction"] == 1
+            and rng.random() < 0.4
+        ):
+            e["prediction"] = 0  # ... and after the drift the model treats f unequally
         if rng.random() < 0.02:
             del e["features"]["months_employed"]
         if drifting and rng.random() < 0.05:
@@ -64,36 +76,60 @@ def demo_events(
             e["error"] = str(rng.choice(FAILURES))
             e.pop("prediction")
             e.pop("scores")
-    return events
+            events.append(e)
+            continue
+        label = r["label"]
+        if drifting and rng.random() < 0.25:
+            label = 1 - label  # concept drift: the outcome no longer follows the score
+        events.append(e)
+        labels.append({"id": e["id"], "label": label})
+    return events, labels
 
 
 def traffic(
-    url: str, rate: float, drift_after: float, duration: float | None, stop: threading.Event
+    url: str,
+    rate: float,
+    drift_after: float,
+    duration: float | None,
+    stop: threading.Event,
+    label_delay: float = 10.0,
 ) -> int:
-    """Send about ``rate`` events per second in one-second batches; returns events sent."""
+    """Send about ``rate`` events per second in one-second batches, and their labels
+    ``label_delay`` seconds later (shuffled, with a few for ids that never existed);
+    returns events sent."""
     http = requests.Session()
     rng = np.random.default_rng(0)
     start = time.monotonic()
     sent = tick = 0
+    pending: list[tuple[float, list[dict[str, Any]]]] = []
     while not stop.is_set():
         elapsed = time.monotonic() - start
         if duration is not None and elapsed >= duration:
             break
         drifting = elapsed >= drift_after
-        events = demo_events(tick, max(1, int(rng.poisson(rate))), drifting, rng)
-        try:
-            r = http.post(
-                f"{url}/v1/models/{MODEL}/predictions",
-                data=orjson.dumps({"events": events}),
-                headers={"Content-Type": "application/json"},
-                timeout=10,
-            )
-            if r.status_code == 200:
-                sent += len(events)
-            else:
-                log.warning("exporter answered %s: %s", r.status_code, r.text[:200])
-        except requests.RequestException as e:
-            log.warning("exporter unreachable: %s", e)
+        events, labels = demo_events(tick, max(1, int(rng.poisson(rate))), drifting, rng)
+        pending.append((elapsed + label_delay, labels))
+        due = [x for t, batch in pending if t <= elapsed for x in batch]
+        pending = [(t, b) for t, b in pending if t > elapsed]
+        if due:
+            due = [due[i] for i in rng.permutation(len(due))]
+            due.append({"id": f"unknown-{tick}", "label": 1})
+        for path, body, key in (("predictions", events, "events"), ("labels", due, "labels")):
+            if not body:
+                continue
+            try:
+                r = http.post(
+                    f"{url}/v1/models/{MODEL}/{path}",
+                    data=orjson.dumps({key: body}),
+                    headers={"Content-Type": "application/json"},
+                    timeout=10,
+                )
+                if r.status_code != 200:
+                    log.warning("exporter answered %s: %s", r.status_code, r.text[:200])
+                elif path == "predictions":
+                    sent += len(events)
+            except requests.RequestException as e:
+                log.warning("exporter unreachable: %s", e)
         if tick % 30 == 0:
             log.info("sent %d events%s", sent, " (drifting)" if drifting else "")
         tick += 1
