@@ -126,3 +126,17 @@ def test_multiclass_tracks_classes_and_top_score(tmp_path):
     assert outputs["class"]["drifted"] is False
     families = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
     assert "mlmon_prediction_value" not in families
+
+
+def test_too_many_classes_are_refused(tmp_path):
+    import pytest as _pytest
+    from mlmon.config import ConfigError
+
+    mon_dir = tmp_path / "mc"
+    mon_dir.mkdir()
+    _monitor(mon_dir, "multiclass")  # three classes: fine
+    doc = yaml.safe_load((mon_dir / "c.yml").read_text())
+    doc["limits"] = {"max_classes": 2}
+    (mon_dir / "c.yml").write_text(yaml.safe_dump(doc))
+    with _pytest.raises(ConfigError, match=r"3 classes exceed limits\.max_classes"):
+        Monitor(load_config(mon_dir / "c.yml"))

@@ -96,6 +96,7 @@ LIMIT_DEFAULTS: dict[str, int] = {
     "max_string_length": 256,
     "max_versions": 10,
     "max_groups": 20,
+    "max_classes": 50,
 }
 
 FAILURE_REASONS = (

@@ -396,4 +396,8 @@ class Monitor:
 
     def _load(self, m: ModelConfig) -> ModelMonitor:
         schema = resolve(m, load_profile(m.baseline))
+        cap = self.config.limits["max_classes"]
+        if len(schema.classes) > cap:
+            # per-class gauges and the confusion matrix grow with the square of the classes
+            raise BaselineError(f"{len(schema.classes)} classes exceed limits.max_classes ({cap})")
         return ModelMonitor(schema, self.config.limits, self.clock, self.counters)
