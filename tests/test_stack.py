@@ -207,6 +207,15 @@ def test_fleet_drift_agrees_with_the_exporter_within_binning_error(running_stack
     st = running_stack
     single = parse_metrics(st.single.get("/metrics").text)
     stats = st.single.get(f"/v1/models/{MODEL}/stats").json()["versions"][VERSION]["features"]
+    # the rules settle within an evaluation or two of the last scrape
+    wait_until(
+        lambda: (
+            st.value('model_version:mlmon_drifted_features:ratio_increase1h{job="mlmon"}')
+            == len(SHIFTED) / 20
+        ),
+        30,
+        "the fleet's drifted share to settle at 8 of 20",
+    )
     fleet = {
         s["metric"]["feature"]: float(s["value"][1])
         for s in st.query(
