@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import FakeClock
 from mlmon import synthetic
 from mlmon.state import Layout
 
@@ -343,3 +344,59 @@ def test_service_endpoints(api):
     assert models[0]["name"] == "credit-risk" and models[0]["versions"]["v1"]["window_events"] == 50
     assert client.get("/nope").status_code == 404 and client.get("/nope").is_json
     assert client.get(URL).status_code == 405
+
+
+def _columns(rows: list[dict]) -> dict:
+    names = list(rows[0]["features"])
+    return {
+        "columns": {
+            "version": [r.get("version", "unversioned") for r in rows],
+            "id": [r["id"] for r in rows],
+            "features": {n: [r["features"].get(n) for r in rows] for n in names},
+            "prediction": [r["prediction"] for r in rows],
+            "scores": {"1": [r["scores"]["1"] for r in rows]},
+            "latency_seconds": [r.get("latency_seconds") for r in rows],
+        }
+    }
+
+
+def test_columnar_batch_equals_the_same_rows(small_env):
+    rows = synthetic.without_labels(synthetic.events(small_env.spec, 300, seed=12, version="v1"))
+    for i, r in enumerate(rows):
+        r["latency_seconds"] = 0.001 * i
+    rows[3]["features"]["age"] = None
+    rows[4]["features"]["country"] = "unseen"
+    mon_rows, _, app_rows = small_env.app(FakeClock())
+    mon_cols, _registry, app_cols = small_env.app(FakeClock())
+    assert app_rows.test_client().post(URL, json={"events": rows}).status_code == 200
+    r = app_cols.test_client().post(URL, json=_columns(rows))
+    assert r.status_code == 200 and r.json["accepted"] == 300
+    a = mon_rows.models["credit-risk"].state.versions["v1"]
+    b = mon_cols.models["credit-risk"].state.versions["v1"]
+    assert np.array_equal(a.total, b.total) and np.array_equal(a.window, b.window)
+    assert np.allclose(a.ftotal, b.ftotal)
+    assert len(mon_cols.models["credit-risk"].labels) == 300
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "index"),
+    [
+        (lambda c: c["features"]["age"].__setitem__(7, "x"), "features.age", 7),
+        (lambda c: c["features"]["balance"].pop(), "features.balance", 0),
+        (lambda c: c["prediction"].__setitem__(2, [1]), "prediction", 2),
+        (lambda c: c["scores"]["1"].__setitem__(5, 2.0), "scores", 5),
+        (lambda c: c.__setitem__("version", 7), "version", 0),
+    ],
+)
+def test_bad_columnar_batches_are_refused_and_change_nothing(api, small_env, mutate, field, index):
+    mon, _registry, client, _ = api
+    rows = synthetic.without_labels(synthetic.events(small_env.spec, 20, seed=13))
+    body = _columns(rows)
+    mutate(body["columns"])
+    before = fingerprint(mon)
+    r = client.post(URL, json=body)
+    assert r.status_code == 400 and r.json["reason"] == "invalid_event"
+    assert {"index": index, "field": field} == {
+        k: r.json["details"][0][k] for k in ("index", "field")
+    }
+    assert same_state(before, fingerprint(mon))

@@ -16,7 +16,7 @@ import numpy as np
 from . import drift, evaluation
 from .baseline import OTHER, BaselineError, load_profile
 from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig
-from .events import REJECT_REASONS, BadRequest, Batch, parse_events
+from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
 from .labels import LabelStore, Pending
 from .schema import ModelSchema, resolve
 from .state import Layout, ModelState, VersionSnapshot, label_delta, label_text
@@ -93,6 +93,15 @@ class ModelMonitor:
         self.state.ingest(batch)
         self._remember(batch)
         return batch, details
+
+    def ingest_columns(self, columns: Any) -> Batch:
+        """A columnar batch (see `events.parse_columns`), applied whole."""
+        batch = parse_columns(columns, self.schema, self.limits)
+        if self.schema.config.sensitive_attributes:
+            batch.group_idx = self._group_indices(batch.groups)
+        self.state.ingest(batch)
+        self._remember(batch)
+        return batch
 
     def _group_indices(self, groups: list[dict[str, Any] | None]) -> np.ndarray:
         attrs = self.schema.config.sensitive_attributes

@@ -91,8 +91,12 @@ def create_app(monitor: Monitor, registry: CollectorRegistry) -> Flask:
                 )
             body = read_body(endpoint)
             events = decode_events(body, request.content_type or "")
-            partial = request.args.get("partial", "").lower() in _TRUE
-            batch, details = m.ingest(events, partial=partial)
+            if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
+                # the columnar form: {"columns": {"features": {name: [...]}, ...}}
+                batch, details = m.ingest_columns(events[0]["columns"]), []
+            else:
+                partial = request.args.get("partial", "").lower() in _TRUE
+                batch, details = m.ingest(events, partial=partial)
         except BadRequest as e:
             return refuse(endpoint, e, model if m is not None else None)
         counters.count(counters.events, model, batch.n)
