@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mlmon import stats
+from scipy import special
 from scipy import stats as st
 from scipy.spatial.distance import jensenshannon
 
@@ -57,11 +58,16 @@ def test_ks_matches_ks_2samp_on_bin_points(counts):
     """A sample whose values are the bins' points has exactly the binned ECDF."""
     ref, live = counts
     points = np.cumsum(np.random.default_rng(3).uniform(0.5, 2.0, size=ref.shape[1]))
-    d, p = stats.ks(ref, live)
+    d, p = stats.ks(ref, live, "kstwo")
+    d2, p2 = stats.ks(ref, live)  # the default: Kolmogorov's limiting distribution
     for i in range(ref.shape[0]):
         res = st.ks_2samp(_expand(ref[i], points), _expand(live[i], points), method="asymp")
         assert d[i] == pytest.approx(res.statistic, abs=TOL)
         assert p[i] == pytest.approx(res.pvalue, abs=TOL)
+        assert d2[i] == d[i]
+        en = ref[i].sum() * live[i].sum() / (ref[i].sum() + live[i].sum())
+        assert p2[i] == pytest.approx(special.kolmogorov(np.sqrt(en) * res.statistic), abs=TOL)
+        assert p2[i] == pytest.approx(res.pvalue, abs=0.005)
     assert (p < 0.05).any() and (p > 1e-6).any(), "data should exercise a range of p-values"
 
 

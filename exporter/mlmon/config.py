@@ -146,6 +146,7 @@ class DriftSettings:
     bins: int = 10  # coarse histogram buckets from reference quantiles (deciles)
     grid: int = 100  # finer quantile grid used for KS and Wasserstein
     top_k: int = 50  # categories kept per feature; the rest fold into __other__
+    ks_p_value: str = "kolmogorov"  # or "kstwo" (ks_2samp's asymp p-values; slower)
 
 
 @dataclass(frozen=True)
@@ -355,11 +356,14 @@ def _window(c: _Checker, raw: Any, path: str, base: WindowSettings) -> WindowSet
 
 
 def _drift(c: _Checker, raw: Any, path: str, base: DriftSettings) -> DriftSettings:
-    raw = c.mapping(raw, path, {"correction", "min_samples", "bins", "grid", "top_k"})
+    raw = c.mapping(raw, path, {"correction", "min_samples", "bins", "grid", "top_k", "ks_p_value"})
     out = base
     if "correction" in raw:
         corr = c.choice(raw["correction"], f"{path}.correction", CORRECTIONS)
         out = replace(out, correction=corr or out.correction)
+    if "ks_p_value" in raw:
+        method = c.choice(raw["ks_p_value"], f"{path}.ks_p_value", ("kolmogorov", "kstwo"))
+        out = replace(out, ks_p_value=method or out.ks_p_value)
     for key, lo, hi in (
         ("min_samples", 1, 10**9),
         ("bins", 2, 100),

@@ -65,12 +65,14 @@ class DriftReport:
         return int(self.reported.sum())
 
 
-def numeric_scores(block: NumericBlock, live: np.ndarray, min_samples: int) -> BlockScores:
+def numeric_scores(
+    block: NumericBlock, live: np.ndarray, min_samples: int, p_value: str = "kolmogorov"
+) -> BlockScores:
     ref = block.ref_counts
     n = live.sum(axis=-1)
     enough = n >= min_samples
     ref_c, live_c = block.coarse_counts(ref), block.coarse_counts(live)
-    d, p = stats.ks(ref, live)
+    d, p = stats.ks(ref, live, p_value)
     spread = np.where(block.stds > 0, block.stds, 1.0)
     scores = {
         "psi": stats.psi(ref_c, live_c),
@@ -108,7 +110,7 @@ def evaluate(
     settings = schema.config.drift
     alpha = thresholds["drift_alpha"]
     floors = {"ks": thresholds["drift_ks_min"], "chi2": thresholds["drift_psi_min"]}
-    num = numeric_scores(schema.numeric, num_live, settings.min_samples)
+    num = numeric_scores(schema.numeric, num_live, settings.min_samples, settings.ks_p_value)
     cat = categorical_scores(schema.categorical, cat_live, settings.min_samples)
     f_num, f_cat = len(schema.numeric), len(schema.categorical)
     methods = dict.fromkeys(NUMERIC_METHODS + CATEGORICAL_METHODS)
@@ -138,13 +140,15 @@ def evaluate(
         reported=reported,
     )
     if schema.prediction_numeric is not None:
-        bs = numeric_scores(schema.prediction_numeric, pred_live, settings.min_samples)
+        bs = numeric_scores(
+            schema.prediction_numeric, pred_live, settings.min_samples, settings.ks_p_value
+        )
         report.outputs.append(_output("value", bs, alpha, floors["ks"]))
     if schema.prediction_classes is not None:
         bs = categorical_scores(schema.prediction_classes, pred_live, settings.min_samples)
         report.outputs.append(_output("class", bs, alpha, floors["chi2"]))
     if schema.score is not None and schema.score.ref_counts.sum() > 0:
-        bs = numeric_scores(schema.score, score_live, settings.min_samples)
+        bs = numeric_scores(schema.score, score_live, settings.min_samples, settings.ks_p_value)
         report.outputs.append(_output("score", bs, alpha, floors["ks"]))
     return report
 

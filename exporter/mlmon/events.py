@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -233,7 +234,7 @@ def parse_events(
                         errs.add(i, f"groups.{k}", "expected a string")
 
     num_names = schema.numeric.names
-    rows = [[f.get(n) for n in num_names] for f in feats]
+    rows = _feature_rows(feats, num_names)
     x = _numeric_matrix(rows, num_names, errs)
     cat_idx = _categorical_matrix(feats, schema, errs, max_str)
 
@@ -294,6 +295,20 @@ def parse_events(
     return batch, errs.items
 
 
+def _feature_rows(feats: list[dict[str, Any]], names: tuple[str, ...]) -> list[Any]:
+    """Each event's values of ``names``: one C-level itemgetter call per event when every
+    event has every feature (the common case), dict.get per value otherwise."""
+    if not names:
+        return [() for _ in feats]
+    getter = itemgetter(*names)
+    try:
+        if len(names) == 1:
+            return [(getter(f),) for f in feats]
+        return [getter(f) for f in feats]
+    except KeyError:
+        return [[f.get(n) for n in names] for f in feats]
+
+
 def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: _Errors) -> np.ndarray:
     n, f = len(rows), len(names)
     if f == 0:
@@ -328,6 +343,19 @@ def _categorical_matrix(
     feats: list[dict[str, Any]], schema: ModelSchema, errs: _Errors, max_str: int
 ) -> np.ndarray:
     block = schema.categorical
+    if len(block) and feats:
+        rows = _feature_rows(feats, block.names)
+        flat = list(chain.from_iterable(rows))
+        if set(map(type, flat)) == {str} and max(map(len, flat)) <= max_str:
+            # every value present and a string: one dict lookup per value, no checks
+            cols = zip(*rows, strict=True)
+            return np.array(
+                [
+                    [vocab.get(v, len(vocab)) for v in col]
+                    for col, vocab in zip(cols, block.vocab, strict=True)
+                ],
+                dtype=np.int64,
+            ).T.copy()
     out = np.full((len(feats), len(block)), -1, dtype=np.int64)
     for j, name in enumerate(block.names):
         vocab = block.vocab[j]

@@ -9,6 +9,7 @@ Pure numpy/scipy: no I/O, no HTTP, no Prometheus.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special as _sp
 from scipy import stats as _st
 
 # PSI is undefined for an empty bin; floor proportions at this value (a common choice
@@ -49,11 +50,20 @@ def jensen_shannon(ref: np.ndarray, live: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(div / np.log(2.0), 0.0))
 
 
-def ks(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sample Kolmogorov–Smirnov statistic at the bin edges, and its asymptotic p-value.
+KS_P_VALUES = ("kolmogorov", "kstwo")
 
-    Equals ``scipy.stats.ks_2samp(method="asymp")`` on samples whose values are the bins'
-    representative points: both empirical CDFs only step there.
+
+def ks(
+    ref: np.ndarray, live: np.ndarray, p_value: str = "kolmogorov"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sample Kolmogorov–Smirnov statistic at the bin edges, and its p-value.
+
+    The statistic equals ``scipy.stats.ks_2samp``'s on samples whose values are the bins'
+    representative points: both empirical CDFs only step there. The p-value comes from
+    Kolmogorov's limiting distribution at sqrt(n1 n2 / (n1 + n2)) D (``"kolmogorov"``: a
+    few microseconds for all features), or from scipy's ``kstwo`` as ``ks_2samp(method=
+    "asymp")`` computes it (``"kstwo"``: about 2 ms per feature at large n; the two differ
+    by less than 0.01 from a few hundred values on, and far less where p is small).
     """
     ref = np.asarray(ref, dtype=np.float64)
     live = np.asarray(live, dtype=np.float64)
@@ -63,8 +73,12 @@ def ks(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cdf1 = np.cumsum(ref, axis=-1) / n1[..., None]
         cdf2 = np.cumsum(live, axis=-1) / n2[..., None]
         d = np.abs(cdf1 - cdf2).max(axis=-1)
-        en = np.round(n1 * n2 / (n1 + n2))
-    p = np.clip(_st.kstwo.sf(d, np.maximum(en, 1.0)), 0.0, 1.0)
+        en = n1 * n2 / (n1 + n2)
+        if p_value == "kstwo":
+            p = _st.kstwo.sf(d, np.maximum(np.round(en), 1.0))
+        else:
+            p = _sp.kolmogorov(np.sqrt(en) * d)
+    p = np.clip(p, 0.0, 1.0)
     valid = (n1 > 0) & (n2 > 0)
     return np.where(valid, d, np.nan), np.where(valid, p, np.nan)
 
@@ -85,7 +99,7 @@ def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarr
         t2 = np.where(e2 > 0, (live - e2) ** 2 / np.where(e2 > 0, e2, 1.0), 0.0)
     stat = (t1 + t2).sum(axis=-1)
     dof = (col > 0).sum(axis=-1) - 1
-    p = np.where(dof > 0, _st.chi2.sf(stat, np.maximum(dof, 1)), 1.0)
+    p = np.where(dof > 0, _sp.chdtrc(np.maximum(dof, 1), stat), 1.0)
     valid = (n1[..., 0] > 0) & (n2[..., 0] > 0)
     return np.where(valid, stat, np.nan), np.where(valid, p, np.nan)
 

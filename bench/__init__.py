@@ -1,0 +1,1 @@
+"""mlmon benchmarks: `python -m bench` (see bench/suite.py)."""
