@@ -39,6 +39,7 @@ demo: setup
 	$(PY) -m mlmon demo --config examples/mlmon.yml
 
 bench: $(STAMP)
+	$(PY) -m bench
 	$(PY) bench/memory.py
 
 clean:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import orjson
 import requests
-import yaml
 from mlmon import synthetic
-from mlmon.baseline import build_profile, read_training_data, write_profile
-from mlmon.config import load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.suite import setup as bench_setup
 
 MODEL = "bench"
 
@@ -39,30 +40,7 @@ def rss_bytes(pid: int) -> int:
 
 
 def setup(tmp: Path) -> Path:
-    spec = synthetic.wide_spec()
-    data = tmp / "train.csv"
-    synthetic.write_csv(synthetic.events(spec, 20_000, seed=1), data)
-    cfg = tmp / "mlmon.yml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "models": [
-                    {
-                        "name": MODEL,
-                        "task": "binary",
-                        "positive_class": 1,
-                        "baseline": "bench.json",
-                        "features": spec.config_features(),
-                    }
-                ]
-            }
-        )
-    )
-    m = load_config(cfg).models[0]
-    write_profile(
-        build_profile(m, read_training_data(data, list(spec.config_features()), False)), m.baseline
-    )
-    return cfg
+    return bench_setup(tmp, synthetic.wide_spec())
 
 
 def bodies(batch: int, distinct: int = 16) -> list[bytes]:

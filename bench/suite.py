@@ -40,9 +40,11 @@ def spec() -> synthetic.TableSpec:
     return synthetic.wide_spec(n_numeric=45, n_categorical=5)
 
 
-def setup(tmp: Path) -> Path:
+def setup(tmp: Path, table: synthetic.TableSpec | None = None) -> Path:
+    """A config with one binary model and its baseline, from 20,000 synthetic rows."""
+    table = table or spec()
     data = tmp / "train.csv"
-    synthetic.write_csv(synthetic.events(spec(), 20_000, seed=1), data)
+    synthetic.write_csv(synthetic.events(table, 20_000, seed=1), data)
     cfg = tmp / "mlmon.yml"
     cfg.write_text(
         yaml.safe_dump(
@@ -53,7 +55,7 @@ def setup(tmp: Path) -> Path:
                         "task": "binary",
                         "positive_class": 1,
                         "baseline": "bench.json",
-                        "features": spec().config_features(),
+                        "features": table.config_features(),
                     }
                 ]
             }
@@ -61,7 +63,7 @@ def setup(tmp: Path) -> Path:
     )
     m = load_config(cfg).models[0]
     write_profile(
-        build_profile(m, read_training_data(data, list(spec().config_features()), False)),
+        build_profile(m, read_training_data(data, list(table.config_features()), False)),
         m.baseline,
     )
     return cfg

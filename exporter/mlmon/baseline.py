@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelConfig, _label_value
+from .config import ModelConfig, label_text
 
 FORMAT = "mlmon-baseline/1"
 OTHER = "__other__"
@@ -303,7 +303,7 @@ def _numeric_column(name: str, values: list[Any], from_text: bool) -> tuple[np.n
 
 def _categorical_column(values: list[Any], from_text: bool) -> tuple[list[str], int]:
     present = [
-        _label_value(v).strip() if from_text else _label_value(v)
+        label_text(v).strip() if from_text else label_text(v)
         for v in values
         if not _is_missing(v, from_text)
     ]
@@ -348,7 +348,7 @@ def calibration_table(
         return None
     pos = np.array(
         [
-            math.nan if _is_missing(v, from_text) else float(_label_value(v).strip() == positive)
+            math.nan if _is_missing(v, from_text) else float(label_text(v).strip() == positive)
             for v in labels
         ]
     )

@@ -283,11 +283,14 @@ class _Checker:
             return None
 
 
-def _label_value(value: Any) -> str:
-    """Classes and categories arrive as JSON strings, ints or booleans; compare them as text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def label_text(value: Any) -> str:
+    """Classes, categories and groups arrive as JSON strings, ints or booleans; they are
+    compared as text (booleans as JSON spells them)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value if type(value) is str else str(value)
 
 
 def _features(c: _Checker, raw: Any, path: str) -> tuple[FeatureSpec, ...] | None:
@@ -434,7 +437,7 @@ def _model(
         if not isinstance(rc, list) or len(rc) < 2 or not all(isinstance(x, str | int) for x in rc):
             c.err(f"{path}.classes", "expected a list of at least two class names")
         else:
-            classes = tuple(_label_value(x) for x in rc)
+            classes = tuple(label_text(x) for x in rc)
             if len(set(classes)) != len(classes):
                 c.err(f"{path}.classes", "classes must be distinct")
             if task == "regression":
@@ -446,7 +449,7 @@ def _model(
         elif not isinstance(raw["positive_class"], str | int):
             c.err(f"{path}.positive_class", "expected a class name")
         else:
-            positive = _label_value(raw["positive_class"])
+            positive = label_text(raw["positive_class"])
             if classes is not None and positive not in classes:
                 c.err(f"{path}.positive_class", f"{positive!r} is not one of classes")
     if task == "binary" and classes is not None and len(classes) != 2:
@@ -532,7 +535,7 @@ def _label_settings(
                         f"{path}.fairness.reference_groups.{attr}",
                         "not one of sensitive_attributes",
                     )
-            fair = replace(fair, reference_groups={str(k): _label_value(v) for k, v in rg.items()})
+            fair = replace(fair, reference_groups={str(k): label_text(v) for k, v in rg.items()})
     return labels, perf, fair
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import FAILURE_REASONS, NAME_RE
+from .config import FAILURE_REASONS, NAME_RE, label_text
 from .schema import ModelSchema
 
 MAX_DETAILS = 100
@@ -122,14 +122,6 @@ class Batch:
     timestamps: list[Any]
     groups: list[dict[str, str] | None]
     group_idx: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
-
-
-def _category(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if type(value) is str else str(value)
 
 
 def _type_name(v: Any) -> str:
@@ -265,7 +257,7 @@ def parse_events(
         p = ev.get("prediction")
         if p is not None:
             if classification:
-                pred_idx[j] = class_vocab.get(_category(p), other_class)
+                pred_idx[j] = class_vocab.get(label_text(p), other_class)
             elif math.isfinite(p):
                 pred_value[j] = p
         s = ev.get("scores")
@@ -371,7 +363,7 @@ def _categorical_matrix(
                     continue
                 out[i, j] = vocab.get(v, other)
             elif t is int or t is bool:
-                out[i, j] = vocab.get(_category(v), other)
+                out[i, j] = vocab.get(label_text(v), other)
             elif t is float and not math.isfinite(v):
                 continue  # NaN counts as missing, as for numeric features
             else:
@@ -510,7 +502,7 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
             if not isinstance(v, _CATEGORY_TYPES) or (type(v) is str and len(v) > max_str):
                 errs.add(i, f"features.{name}", f"expected a string, got {_type_name(v)}")
                 break
-            cat_idx[i, j] = vocab.get(_category(v), other)
+            cat_idx[i, j] = vocab.get(label_text(v), other)
     pred_value = np.full(n, np.nan)
     pred_idx = np.full(n, -1, dtype=np.int64)
     if schema.prediction_classes is not None:
@@ -520,7 +512,7 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
             if not isinstance(p, _CATEGORY_TYPES) or (type(p) is str and len(p) > max_str):
                 errs.add(i, "prediction", f"expected a class, got {_type_name(p)}")
                 break
-            pred_idx[i] = vocab.get(_category(p), other)
+            pred_idx[i] = vocab.get(label_text(p), other)
     else:
         pred_value = _number_column(pred, "prediction", errs)
     score = np.full(n, np.nan)

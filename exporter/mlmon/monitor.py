@@ -15,11 +15,11 @@ import numpy as np
 
 from . import drift, evaluation
 from .baseline import OTHER, BaselineError, load_profile
-from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig
+from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig, label_text
 from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
 from .labels import LabelStore, Pending
 from .schema import ModelSchema, resolve
-from .state import Layout, ModelState, VersionSnapshot, label_delta, label_text
+from .state import Layout, ModelState, VersionSnapshot, label_delta
 
 ENDPOINTS = ("predictions", "labels")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import FAILURE_REASONS
+from .config import FAILURE_REASONS, label_text
 from .events import Batch
 from .schema import ModelSchema, NumericBlock
 
@@ -286,14 +286,6 @@ def label_delta(
         fdelta[r : r + 5] = (err.sum(), np.abs(err).sum(), (err**2).sum(), y.sum(), (y**2).sum())
     delta = np.bincount(np.concatenate(idx), minlength=layout.size).astype(np.int64)
     return delta, fdelta
-
-
-def label_text(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if type(value) is str else str(value)
 
 
 class VersionState:
