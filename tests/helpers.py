@@ -110,7 +110,9 @@ def wait_until(
 class Exporter:
     """A real `mlmon serve` process on 127.0.0.1."""
 
-    def __init__(self, config: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, config: Path, extra_args: list[str] | None = None, listen: str = "127.0.0.1:0"
+    ) -> None:
         import re
         import subprocess
         import sys
@@ -131,7 +133,7 @@ class Exporter:
                 "--config",
                 str(config),
                 "--web.listen-address",
-                "127.0.0.1:0",
+                listen,
                 *(extra_args or []),
             ],
             stdout=self._log_fh,
