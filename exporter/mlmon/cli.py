@@ -36,6 +36,7 @@ def build_registry(monitor: Monitor) -> CollectorRegistry:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
+    from .auth import load_tokens
     from .monitor import Monitor
     from .web import create_app
 
@@ -46,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.threads:
         cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
     monitor = Monitor(cfg)
-    app = create_app(monitor, build_registry(monitor))
+    app = create_app(monitor, build_registry(monitor), load_tokens(cfg))
     host, port = split_address(cfg.server.listen_address)
     # The socket is bound here, so port 0 works: the log line says which port was chosen.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -190,6 +190,12 @@ class ModelConfig:
 class ServerSettings:
     listen_address: str = DEFAULT_LISTEN
     threads: int = 4
+    # Bearer tokens, read from files (paths relative to the config); the environment
+    # variables MLMON_ADMIN_TOKEN, MLMON_INGEST_TOKEN and MLMON_METRICS_TOKEN take
+    # precedence. No admin token: the admin API is off. No ingest or metrics token: open.
+    admin_token_file: Path | None = None
+    ingest_token_file: Path | None = None
+    metrics_token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -556,7 +562,17 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
         {k: v[0] for k, v in THRESHOLDS.items()},
     )
 
-    server_raw = c.mapping(root.get("server"), "server", {"listen_address", "threads"})
+    server_raw = c.mapping(
+        root.get("server"),
+        "server",
+        {
+            "listen_address",
+            "threads",
+            "admin_token_file",
+            "ingest_token_file",
+            "metrics_token_file",
+        },
+    )
     server = ServerSettings()
     if "listen_address" in server_raw:
         la = server_raw["listen_address"]
@@ -569,6 +585,12 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
         t = c.number(server_raw["threads"], "server.threads", lo=1, hi=64, integer=True)
         if t is not None:
             server = replace(server, threads=int(t))
+    for key in ("admin_token_file", "ingest_token_file", "metrics_token_file"):
+        if key in server_raw:
+            if not isinstance(server_raw[key], str) or not server_raw[key]:
+                c.err(f"server.{key}", "expected a file path")
+            else:
+                server = replace(server, **{key: base_dir / server_raw[key]})
 
     limits_raw = c.mapping(root.get("limits"), "limits", set(LIMIT_DEFAULTS))
     limits = dict(LIMIT_DEFAULTS)

@@ -35,6 +35,8 @@ REJECT_REASONS = (
     "body_too_large",
     "batch_too_large",
     "internal_error",
+    "unauthorized",
+    "forbidden",
 )
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = (str, int, bool)

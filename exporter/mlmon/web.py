@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import html
 import io
+import json
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -18,11 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
-from .events import BadRequest, decode_events
+from .auth import Tokens, fingerprint
+from .auth import check as auth_check
+from .config import THRESHOLDS
+from .events import BadRequest, decode_events, decode_json
 from .labels import OUTCOMES
 from .monitor import ModelMonitor, Monitor
 
 log = logging.getLogger("mlmon.web")
+audit = logging.getLogger("mlmon.audit")
 _TRUE = {"1", "true", "yes"}
 
 
@@ -34,10 +40,100 @@ def _json(body: Any, status: int = 200) -> Response:
     )
 
 
-def create_app(monitor: Monitor, registry: CollectorRegistry) -> Flask:
+def create_app(
+    monitor: Monitor, registry: CollectorRegistry, tokens: Tokens | None = None
+) -> Flask:
     app = Flask("mlmon")
     counters = monitor.counters
     limits = monitor.config.limits
+    tokens = tokens or Tokens()
+    # which token guards which view; admin views are refused when no admin token is set
+    guarded = {
+        "predictions": tokens.ingest,
+        "labels": tokens.ingest,
+        "metrics": tokens.metrics,
+        "put_thresholds": tokens.admin,
+    }
+    admin_views = {"put_thresholds"}
+
+    @app.before_request
+    def authenticate() -> Response | None:
+        view = request.endpoint
+        if view not in guarded:
+            return None
+        token = guarded[view]
+        if token is None:
+            if view in admin_views:
+                return _json(
+                    {
+                        "error": "the admin API is off: no admin token is configured",
+                        "reason": "forbidden",
+                        "details": [],
+                    },
+                    403,
+                )
+            return None
+        status = auth_check(request.headers.get("Authorization"), token)
+        if status == 200:
+            return None
+        counters.count(counters.rejected, (view, "unauthorized" if status == 401 else "forbidden"))
+        resp = _json(
+            {
+                "error": "a bearer token is required" if status == 401 else "wrong token",
+                "reason": "unauthorized" if status == 401 else "forbidden",
+                "details": [],
+            },
+            status,
+        )
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="mlmon"'
+        return resp
+
+    @app.put("/v1/models/<model>/thresholds")
+    def put_thresholds(model: str) -> Response:
+        m = monitor.models.get(model)
+        if m is None:
+            return _json(
+                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
+            )
+        try:
+            doc = decode_json(read_body("thresholds"))
+        except BadRequest as e:
+            return _json(e.body(), e.status)
+        details = []
+        if type(doc) is not dict or not doc:
+            details.append({"field": "", "message": "expected an object of threshold -> number"})
+        else:
+            for k, v in doc.items():
+                if k not in THRESHOLDS:
+                    details.append(
+                        {
+                            "field": k,
+                            "message": f"unknown threshold (known: {', '.join(THRESHOLDS)})",
+                        }
+                    )
+                elif type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+                    details.append({"field": k, "message": "expected a finite number >= 0"})
+        if details:
+            return _json(
+                {
+                    "error": "invalid thresholds; nothing was changed",
+                    "reason": "invalid_thresholds",
+                    "details": details,
+                },
+                400,
+            )
+        before = {k: m.thresholds[k] for k in doc}
+        m.thresholds.update({k: float(v) for k, v in doc.items()})
+        audit.info(
+            "who=%s token=%s action=put_thresholds model=%s before=%s after=%s",
+            request.remote_addr,
+            fingerprint(tokens.admin or ""),
+            model,
+            json.dumps(before, sort_keys=True),
+            json.dumps({k: float(v) for k, v in doc.items()}, sort_keys=True),
+        )
+        return _json({"model": model, "thresholds": dict(m.thresholds)})
 
     def refuse(endpoint: str, e: BadRequest, model: str | None = None) -> Response:
         counters.count(counters.rejected, (endpoint, e.reason))

@@ -1,0 +1,120 @@
+"""Bearer tokens and the threshold admin endpoint."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import yaml
+from mlmon import synthetic
+from mlmon.auth import Tokens, fingerprint, load_tokens
+from mlmon.cli import build_registry
+from mlmon.config import ConfigError, load_config
+from mlmon.web import create_app
+
+URL = "/v1/models/credit-risk"
+ADMIN, INGEST, METRICS = "admin-s3cret-token", "ingest-token", "metrics-token"
+
+
+@pytest.fixture()
+def secured(small_env):
+    mon = small_env.monitor()
+    registry = build_registry(mon)
+    app = create_app(mon, registry, Tokens(admin=ADMIN, ingest=INGEST, metrics=METRICS))
+    return mon, registry, app.test_client()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_threshold_change_moves_the_threshold_series(secured, caplog):
+    _mon, registry, client = secured
+    lab = {"model": "credit-risk"}
+    assert registry.get_sample_value("mlmon_threshold_drift_ks_min", lab) == 0.1
+    with caplog.at_level(logging.INFO, logger="mlmon.audit"):
+        r = client.put(
+            f"{URL}/thresholds",
+            json={"drift_ks_min": 0.25, "error_ratio_max": 0.02},
+            headers=bearer(ADMIN),
+        )
+    assert r.status_code == 200 and r.json["thresholds"]["drift_ks_min"] == 0.25
+    assert registry.get_sample_value("mlmon_threshold_drift_ks_min", lab) == 0.25
+    assert registry.get_sample_value("mlmon_threshold_error_ratio_max", lab) == 0.02
+    line = caplog.records[-1].getMessage()
+    assert "action=put_thresholds" in line and '"drift_ks_min": 0.1' in line
+    assert '"drift_ks_min": 0.25' in line and fingerprint(ADMIN) in line
+    assert ADMIN not in line
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Basic abc"}, 401),
+        (bearer("wrong"), 403),
+        (bearer(INGEST), 403),
+    ],
+)
+def test_admin_needs_its_token(secured, headers, status):
+    mon, _registry, client = secured
+    r = client.put(f"{URL}/thresholds", json={"drift_ks_min": 0.9}, headers=headers)
+    assert r.status_code == status and r.is_json
+    if status == 401:
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert mon.models["credit-risk"].thresholds["drift_ks_min"] == 0.1
+
+
+@pytest.mark.parametrize("body", [{"drift_ks_min": -1}, {"nope": 1}, {"drift_ks_min": "x"}, [], {}])
+def test_invalid_thresholds_change_nothing(secured, body):
+    mon, _, client = secured
+    r = client.put(f"{URL}/thresholds", json=body, headers=bearer(ADMIN))
+    assert r.status_code == 400 and r.json["details"]
+    assert mon.models["credit-risk"].thresholds["drift_ks_min"] == 0.1
+
+
+def test_admin_api_is_off_without_a_token(small_env):
+    mon = small_env.monitor()
+    client = create_app(mon, build_registry(mon)).test_client()
+    r = client.put(f"{URL}/thresholds", json={"drift_ks_min": 0.2}, headers=bearer("anything"))
+    assert r.status_code == 403 and "off" in r.json["error"]
+
+
+def test_ingest_and_metrics_tokens(secured, small_env):
+    _, registry, client = secured
+    ev = synthetic.without_labels(synthetic.events(small_env.spec, 3, seed=1))
+    assert client.post(f"{URL}/predictions", json={"events": ev}).status_code == 401
+    assert (
+        client.post(f"{URL}/predictions", json={"events": ev}, headers=bearer("x")).status_code
+        == 403
+    )
+    assert (
+        client.post(f"{URL}/predictions", json={"events": ev}, headers=bearer(INGEST)).status_code
+        == 200
+    )
+    assert client.post(f"{URL}/labels", json={"id": "1", "label": 1}).status_code == 401
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer(METRICS)).status_code == 200
+    assert client.get("/healthz").status_code == 200  # health stays open
+    assert (
+        registry.get_sample_value(
+            "mlmon_ingest_rejected_requests_total",
+            {"endpoint": "predictions", "reason": "unauthorized"},
+        )
+        == 1
+    )
+
+
+def test_tokens_come_from_the_environment_or_files(small_env, tmp_path, monkeypatch):
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    doc["models"][0]["baseline"] = str(small_env.config.models[0].baseline)
+    doc["server"] = {"admin_token_file": "admin.token", "metrics_token_file": "missing.token"}
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump(doc))
+    (tmp_path / "admin.token").write_text("from-file\n")
+    with pytest.raises(ConfigError, match=r"missing\.token"):
+        load_tokens(load_config(cfg))
+    monkeypatch.setenv("MLMON_METRICS_TOKEN", "from-env")
+    monkeypatch.setenv("MLMON_INGEST_TOKEN", "ingest-env")
+    t = load_tokens(load_config(cfg))
+    assert (t.admin, t.ingest, t.metrics) == ("from-file", "ingest-env", "from-env")
