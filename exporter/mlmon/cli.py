@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,6 +63,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host if family == socket.AF_INET else f"[{host}]",
         bound,
     )
+    if cfg.server.snapshot_dir is not None:
+        _snapshot_periodically(monitor, cfg.server.snapshot_interval_seconds)
+
+        def on_term(signum: int, frame: object) -> None:
+            monitor.write_snapshots()
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
     waitress.serve(
         app,
         sockets=[sock],
@@ -69,6 +80,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _quiet=True,
     )
     return 0
+
+
+def _snapshot_periodically(monitor: Monitor, interval: float) -> None:
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            monitor.write_snapshots()
+
+    threading.Thread(target=run, name="mlmon-snapshots", daemon=True).start()
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

@@ -114,6 +114,30 @@ class MlmonCollector(Collector):
             fam_r.add_metric([name], rejected_events.get(name, 0))
         yield fam
         yield fam_r
+        mon = self.monitor
+        fam = CounterMetricFamily(
+            "mlmon_snapshot_writes",
+            "Snapshots of the state written, by outcome (ok, error).",
+            labels=["outcome"],
+        )
+        for k, v in sorted(mon.snapshot_writes.items()):
+            fam.add_metric([k], v)
+        yield fam
+        fam = CounterMetricFamily(
+            "mlmon_snapshot_restores",
+            "Models whose state was read back "
+            "at start, by outcome (restored, none, corrupt, "
+            "incompatible).",
+            labels=["outcome"],
+        )
+        for k, v in sorted(mon.snapshot_restores.items()):
+            fam.add_metric([k], v)
+        yield fam
+        yield GaugeMetricFamily(
+            "mlmon_snapshot_last_success_timestamp_seconds",
+            "When the last snapshot was written (0: never).",
+            value=mon.last_snapshot,
+        )
         fam = CounterMetricFamily(
             "mlmon_limit_hits", "Times a configured limit was reached.", labels=["limit"]
         )

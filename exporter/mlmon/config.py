@@ -196,6 +196,10 @@ class ServerSettings:
     admin_token_file: Path | None = None
     ingest_token_file: Path | None = None
     metrics_token_file: Path | None = None
+    # Restart without amnesia: where each model's state is snapshotted (None: never), and
+    # how often (also on SIGTERM).
+    snapshot_dir: Path | None = None
+    snapshot_interval_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -571,6 +575,8 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
             "admin_token_file",
             "ingest_token_file",
             "metrics_token_file",
+            "snapshot_dir",
+            "snapshot_interval",
         },
     )
     server = ServerSettings()
@@ -585,7 +591,11 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
         t = c.number(server_raw["threads"], "server.threads", lo=1, hi=64, integer=True)
         if t is not None:
             server = replace(server, threads=int(t))
-    for key in ("admin_token_file", "ingest_token_file", "metrics_token_file"):
+    if "snapshot_interval" in server_raw:
+        iv = c.duration(server_raw["snapshot_interval"], "server.snapshot_interval")
+        if iv is not None:
+            server = replace(server, snapshot_interval_seconds=iv)
+    for key in ("admin_token_file", "ingest_token_file", "metrics_token_file", "snapshot_dir"):
         if key in server_raw:
             if not isinstance(server_raw[key], str) or not server_raw[key]:
                 c.err(f"server.{key}", "expected a file path")

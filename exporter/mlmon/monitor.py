@@ -3,6 +3,7 @@ and cached drift, plus the exporter's own ingest counters. Knows nothing of HTTP
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import drift, evaluation
+from . import drift, evaluation, snapshot
 from .baseline import OTHER, BaselineError, load_profile
 from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig, label_text
 from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
@@ -402,6 +403,29 @@ class Monitor:
                 errors.append(f"model {m.name!r}: {e}")
         if errors:
             raise ConfigError(errors, str(config.path or "config"))
+        self.snapshot_writes: Counter[str] = Counter({"ok": 0, "error": 0})
+        self.snapshot_restores: Counter[str] = Counter()
+        self.last_snapshot = 0.0
+        if config.server.snapshot_dir is not None:
+            for m in self.models.values():
+                self.snapshot_restores[snapshot.restore(m, config.server.snapshot_dir)] += 1
+
+    def write_snapshots(self) -> bool:
+        """Snapshot every model (see `snapshot`); False if any failed (logged, counted)."""
+        directory = self.config.server.snapshot_dir
+        if directory is None:
+            return True
+        ok = True
+        for m in self.models.values():
+            try:
+                snapshot.save(m, directory)
+            except OSError as e:
+                logging.getLogger("mlmon.snapshot").error("cannot snapshot %s: %s", m.name, e)
+                ok = False
+        self.snapshot_writes["ok" if ok else "error"] += 1
+        if ok:
+            self.last_snapshot = time.time()
+        return ok
 
     def _load(self, m: ModelConfig) -> ModelMonitor:
         schema = resolve(m, load_profile(m.baseline))
