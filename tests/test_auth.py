@@ -118,3 +118,60 @@ def test_tokens_come_from_the_environment_or_files(small_env, tmp_path, monkeypa
     monkeypatch.setenv("MLMON_INGEST_TOKEN", "ingest-env")
     t = load_tokens(load_config(cfg))
     assert (t.admin, t.ingest, t.metrics) == ("from-file", "ingest-env", "from-env")
+
+
+def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path):
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    doc["models"][0]["baseline"] = str(small_env.config.models[0].baseline)
+    cfg_path = tmp_path / "c.yml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    from mlmon.monitor import Monitor
+
+    mon = Monitor(load_config(cfg_path))
+    registry = build_registry(mon)
+    client = create_app(mon, registry, Tokens(admin=ADMIN)).test_client()
+    ev = synthetic.without_labels(synthetic.events(small_env.spec, 50, seed=2, version="v1"))
+    assert client.post(f"{URL}/predictions", json={"events": ev}).status_code == 200
+    assert client.post("/-/reload").status_code == 401
+    # new thresholds and a second model (the same baseline under another name)
+    doc["models"][0]["thresholds"] = {"drift_ks_min": 0.3}
+    doc["models"].append({**doc["models"][0], "name": "second"})
+    cfg_path.write_text(yaml.safe_dump(doc))
+    r = client.post("/-/reload", headers=bearer(ADMIN))
+    assert r.status_code == 200
+    assert r.json == {"kept": ["credit-risk"], "started": ["second"], "removed": []}
+    assert (
+        registry.get_sample_value(
+            "mlmon_inference_requests_total", {"model": "credit-risk", "version": "v1"}
+        )
+        == 50
+    )
+    assert (
+        registry.get_sample_value("mlmon_threshold_drift_ks_min", {"model": "credit-risk"}) == 0.3
+    )
+    assert (
+        registry.get_sample_value(
+            "mlmon_model_info",
+            {
+                "model": "second",
+                "task": "binary",
+                "baseline_hash": mon.models["second"].schema.baseline_hash,
+            },
+        )
+        == 1
+    )
+    # a broken config changes nothing
+    cfg_path.write_text("models: [")
+    r = client.post("/-/reload", headers=bearer(ADMIN))
+    assert r.status_code == 400 and set(mon.models) == {"credit-risk", "second"}
+    # a changed schema starts that model clean; a removed one goes
+    doc["models"] = [{**doc["models"][0], "features": {"age": "numeric"}}]
+    cfg_path.write_text(yaml.safe_dump(doc))
+    r = client.post("/-/reload", headers=bearer(ADMIN))
+    assert r.json == {"kept": [], "started": ["credit-risk"], "removed": ["second"]}
+    assert (
+        registry.get_sample_value(
+            "mlmon_inference_requests_total", {"model": "credit-risk", "version": "v1"}
+        )
+        is None
+    )

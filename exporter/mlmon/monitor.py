@@ -9,14 +9,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from . import drift, evaluation, snapshot
 from .baseline import OTHER, BaselineError, load_profile
-from .config import LIMIT_DEFAULTS, Config, ConfigError, ModelConfig, label_text
+from .config import (
+    LIMIT_DEFAULTS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    label_text,
+    load_config,
+)
 from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
 from .labels import LabelStore, Pending
 from .schema import ModelSchema, resolve
@@ -376,6 +383,11 @@ def _performance_json(r: evaluation.PerformanceReport) -> dict[str, Any]:
     return out
 
 
+def _same_schema(a: ModelConfig, b: ModelConfig) -> bool:
+    """Equal but for thresholds, which a reload may change without losing state."""
+    return replace(a, thresholds={}) == replace(b, thresholds={})
+
+
 def _num(x: float) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x
@@ -427,10 +439,45 @@ class Monitor:
             self.last_snapshot = time.time()
         return ok
 
-    def _load(self, m: ModelConfig) -> ModelMonitor:
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file. Models whose schema and baseline did not change keep
+        their state (and take the new thresholds and limits); changed and new models start
+        clean; removed ones go. Raises ConfigError, changing nothing, on a bad config."""
+        if self.config.path is None:
+            raise ConfigError(["$: this exporter was not started from a config file"])
+        cfg = load_config(self.config.path)
+        fresh: dict[str, ModelMonitor] = {}
+        kept, started = [], []
+        errors = []
+        for mc in cfg.models:
+            old = self.models.get(mc.name)
+            try:
+                if (
+                    old is not None
+                    and _same_schema(old.schema.config, mc)
+                    and load_profile(mc.baseline)["hash"] == old.schema.baseline_hash
+                ):
+                    old.thresholds = dict(mc.thresholds)
+                    old.limits = cfg.limits
+                    old.state.max_versions = cfg.limits["max_versions"]
+                    fresh[mc.name] = old
+                    kept.append(mc.name)
+                else:
+                    fresh[mc.name] = self._load(mc, cfg.limits)
+                    started.append(mc.name)
+            except BaselineError as e:
+                errors.append(f"model {mc.name!r}: {e}")
+        if errors:
+            raise ConfigError(errors, str(cfg.path))
+        removed = sorted(set(self.models) - set(fresh))
+        self.config = replace(cfg, server=self.config.server)  # the server itself stays
+        self.models = fresh
+        return {"kept": kept, "started": started, "removed": removed}
+
+    def _load(self, m: ModelConfig, limits: dict[str, int] | None = None) -> ModelMonitor:
         schema = resolve(m, load_profile(m.baseline))
         cap = self.config.limits["max_classes"]
         if len(schema.classes) > cap:
             # per-class gauges and the confusion matrix grow with the square of the classes
             raise BaselineError(f"{len(schema.classes)} classes exceed limits.max_classes ({cap})")
-        return ModelMonitor(schema, self.config.limits, self.clock, self.counters)
+        return ModelMonitor(schema, limits or self.config.limits, self.clock, self.counters)

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from .auth import Tokens, fingerprint
 from .auth import check as auth_check
-from .config import THRESHOLDS
+from .config import THRESHOLDS, ConfigError
 from .events import BadRequest, decode_events, decode_json
 from .labels import OUTCOMES
 from .monitor import ModelMonitor, Monitor
@@ -45,7 +45,6 @@ def create_app(
 ) -> Flask:
     app = Flask("mlmon")
     counters = monitor.counters
-    limits = monitor.config.limits
     tokens = tokens or Tokens()
     # which token guards which view; admin views are refused when no admin token is set
     guarded = {
@@ -53,8 +52,9 @@ def create_app(
         "labels": tokens.ingest,
         "metrics": tokens.metrics,
         "put_thresholds": tokens.admin,
+        "reload": tokens.admin,
     }
-    admin_views = {"put_thresholds"}
+    admin_views = {"put_thresholds", "reload"}
 
     @app.before_request
     def authenticate() -> Response | None:
@@ -88,6 +88,27 @@ def create_app(
         if status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="mlmon"'
         return resp
+
+    @app.post("/-/reload")
+    def reload() -> Response:
+        try:
+            result = monitor.reload()
+        except ConfigError as e:
+            return _json(
+                {
+                    "error": "the config was not reloaded",
+                    "reason": "invalid_config",
+                    "details": [{"message": m} for m in e.errors],
+                },
+                400,
+            )
+        audit.info(
+            "who=%s token=%s action=reload result=%s",
+            request.remote_addr,
+            fingerprint(tokens.admin or ""),
+            json.dumps(result, sort_keys=True),
+        )
+        return _json(result)
 
     @app.put("/v1/models/<model>/thresholds")
     def put_thresholds(model: str) -> Response:
@@ -144,7 +165,7 @@ def create_app(
         return _json(e.body(), e.status)
 
     def read_body(endpoint: str) -> bytes:
-        limit = limits["max_body_bytes"]
+        limit = monitor.config.limits["max_body_bytes"]
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(
                 413,
@@ -217,6 +238,7 @@ def create_app(
                 )
             body = read_body(endpoint)
             items = decode_events(body, request.content_type or "", list_key="labels")
+            limits = monitor.config.limits
             if len(items) > limits["max_batch_events"]:
                 raise BadRequest(
                     413,
