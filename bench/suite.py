@@ -40,7 +40,9 @@ def spec() -> synthetic.TableSpec:
     return synthetic.wide_spec(n_numeric=45, n_categorical=5)
 
 
-def setup(tmp: Path, table: synthetic.TableSpec | None = None) -> Path:
+def setup(
+    tmp: Path, table: synthetic.TableSpec | None = None, limits: dict[str, int] | None = None
+) -> Path:
     """A config with one binary model and its baseline, from 20,000 synthetic rows."""
     table = table or spec()
     data = tmp / "train.csv"
@@ -57,7 +59,8 @@ def setup(tmp: Path, table: synthetic.TableSpec | None = None) -> Path:
                         "baseline": "bench.json",
                         "features": table.config_features(),
                     }
-                ]
+                ],
+                **({"limits": limits} if limits else {}),
             }
         )
     )
@@ -250,7 +253,8 @@ def scrape(target_series: int, runs: int) -> dict[str, Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = setup(Path(d))
+        # enough versions allowed to grow past 50k series
+        cfg = setup(Path(d), limits={"max_versions": 100})
         mon = Monitor(load_config(cfg))
         m = mon.models[MODEL]
         ev = synthetic.without_labels(synthetic.events(spec(), 600, seed=2))
@@ -262,7 +266,7 @@ def scrape(target_series: int, runs: int) -> dict[str, Any]:
             m.ingest(ev)
             versions += 1
             n = sum(len(f.samples) for f in registry.collect())
-            if n >= target_series or versions >= 10:
+            if n >= target_series or versions >= 100:
                 break
         full, writer_only = [], []
         families = list(registry.collect())
