@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from mlmon import synthetic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.suite import Exporter
 from bench.suite import setup as bench_setup
 
 MODEL = "bench"
@@ -67,35 +66,11 @@ def main() -> int:
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     with tempfile.TemporaryDirectory() as d:
         cfg = setup(Path(d))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlmon",
-                "serve",
-                "--config",
-                str(cfg),
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
+        exporter = Exporter(cfg)
+        proc = exporter.proc
+        url = f"http://127.0.0.1:{exporter.port}"
         try:
             http = requests.Session()
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get(url + "/readyz", timeout=1).ok:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("exporter did not start")
-                time.sleep(0.1)
             payloads = bodies(args.batch)
             headers = {"Content-Type": "application/json"}
             start_rss = rss_bytes(proc.pid)
@@ -120,8 +95,7 @@ def main() -> int:
                     }
                 )
         finally:
-            proc.terminate()
-            proc.wait(10)
+            exporter.stop()
     base = rows[0]["rss_bytes"]
     print(f"{'events':>12} {'RSS MiB':>9} {'vs first':>9} {'elapsed s':>10}")
     for r in rows:

@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlmon import synthetic
 
-from bench.suite import MODEL, columnar_bodies, setup, spec
+from bench.suite import MODEL, Exporter, columnar_bodies, setup, spec
 
 
 def rss(pid: int) -> int:
@@ -46,26 +45,9 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         cfg = setup(Path(d))
-        log = Path(d) / "exporter.log"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlmon",
-                "serve",
-                "--config",
-                str(cfg),
-                "--web.listen-address",
-                "127.0.0.1:0",
-            ],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        exporter = Exporter(cfg)
+        proc, log, port = exporter.proc, exporter.log, exporter.port
         try:
-            while not (m := re.search(r":(\d+)/", log.read_text())):
-                time.sleep(0.05)
-            port = int(m.group(1))
-            time.sleep(0.5)
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             json_h = {"Content-Type": "application/json"}
 
@@ -141,8 +123,7 @@ def main() -> int:
                 for v in re.findall(r"mlmon_ingest_rejected_requests_total\{[^}]*\} (\S+)", text)
             )
         finally:
-            proc.terminate()
-            proc.wait(10)
+            exporter.stop()
         errors = [
             line
             for line in log.read_text().splitlines()
