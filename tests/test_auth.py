@@ -175,3 +175,54 @@ def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path):
         )
         is None
     )
+
+
+def test_rebaseline_from_the_window_and_restore(small_env, tmp_path):
+    import shutil
+
+    from mlmon.monitor import Monitor
+
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    base = tmp_path / "baseline.json"
+    shutil.copy(small_env.config.models[0].baseline, base)
+    doc["models"][0]["baseline"] = str(base)
+    doc["models"][0]["drift"] = {"min_samples": 100}
+    cfg_path = tmp_path / "c.yml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    mon = Monitor(load_config(cfg_path))
+    registry = build_registry(mon)
+    client = create_app(mon, registry, Tokens(admin=ADMIN)).test_client()
+    ev = synthetic.without_labels(
+        synthetic.events(small_env.spec, 2_000, seed=8, version="v1", shift={"age": 1.5})
+    )
+    assert client.post(f"{URL}/predictions", json={"events": ev}).status_code == 200
+    lab = {"model": "credit-risk", "version": "v1", "feature": "age"}
+    assert registry.get_sample_value("mlmon_feature_drifted", lab) == 1
+    old_hash = mon.models["credit-risk"].schema.baseline_hash
+    assert client.post(f"{URL}/baseline").status_code == 401
+    r = client.post(f"{URL}/baseline", headers=bearer(ADMIN))
+    assert r.status_code == 200 and r.json["before"] == old_hash and r.json["version"] == "v1"
+    assert r.json["rows"] == 2_000 and (tmp_path / r.json["backup"]).exists()
+    # the window is now the reference: no drift, and the exported baseline follows
+    assert registry.get_sample_value("mlmon_feature_drifted", lab) == 0
+    assert registry.get_sample_value("mlmon_feature_drift_score", {**lab, "method": "ks"}) == 0
+    assert (
+        registry.get_sample_value(
+            "mlmon_feature_baseline_count", {"model": "credit-risk", "feature": "age"}
+        )
+        == 2_000
+    )
+    assert (
+        registry.get_sample_value(
+            "mlmon_inference_requests_total", {"model": "credit-risk", "version": "v1"}
+        )
+        == 2_000
+    )
+    # a restart reads the new profile
+    assert (
+        Monitor(load_config(cfg_path)).models["credit-risk"].schema.baseline_hash == r.json["after"]
+    )
+    r = client.post(f"{URL}/baseline/restore", headers=bearer(ADMIN))
+    assert r.status_code == 200 and r.json["after"] == old_hash
+    assert registry.get_sample_value("mlmon_feature_drifted", lab) == 1
+    assert client.post(f"{URL}/baseline/restore", headers=bearer(ADMIN)).status_code == 409

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import drift, evaluation, snapshot
+from . import drift, evaluation, rebaseline, snapshot
 from .baseline import OTHER, BaselineError, load_profile
 from .config import (
     LIMIT_DEFAULTS,
@@ -244,6 +244,50 @@ class ModelMonitor:
                 report, perf = cached[1], cached[2]
             out.append(VersionView(snap, report, perf))
         return out
+
+    def rebaseline(self, version: str | None = None) -> dict[str, Any]:
+        """Make a version's current window the baseline (by default the version with the
+        most events in the window); the previous profile is kept as a backup."""
+        snaps = {s.version: s for s in self.state.snapshot()}
+        lay = self.layout
+        if version is None and snaps:
+            version = max(snaps, key=lambda k: snaps[k].window[lay.ok_events.start])
+        snap = snaps.get(version or "")
+        if snap is None or snap.window[lay.ok_events.start] == 0:
+            raise ValueError(f"no events in the window of version {version!r}")
+        old = self.schema.baseline_hash
+        profile = rebaseline.profile_from_window(
+            self.schema.profile, self.schema, lay, snap.window, snap.fwindow
+        )
+        backup = rebaseline.replace_profile(self.schema.config.baseline, profile)
+        self._apply_profile(profile)
+        return {
+            "model": self.name,
+            "version": version,
+            "rows": profile["rows"],
+            "before": old,
+            "after": profile["hash"],
+            "backup": backup.name,
+        }
+
+    def restore_baseline(self) -> dict[str, Any]:
+        old = self.schema.baseline_hash
+        profile, backup = rebaseline.restore_latest(self.schema.config.baseline)
+        self._apply_profile(profile)
+        return {
+            "model": self.name,
+            "before": old,
+            "after": profile["hash"],
+            "restored": backup.name,
+        }
+
+    def _apply_profile(self, profile: dict[str, Any]) -> None:
+        # edges and vocabularies are unchanged, so the layout -- and the counts -- still fit
+        schema = resolve(self.schema.config, profile)
+        self.schema = schema
+        self.state.schema = schema
+        with self._cache_lock:
+            self._cache.clear()
 
     def comparisons(self, views: list[VersionView]) -> list[evaluation.Comparison]:
         return evaluation.compare_versions(

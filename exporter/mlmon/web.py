@@ -53,8 +53,10 @@ def create_app(
         "metrics": tokens.metrics,
         "put_thresholds": tokens.admin,
         "reload": tokens.admin,
+        "rebaseline": tokens.admin,
+        "restore_baseline": tokens.admin,
     }
-    admin_views = {"put_thresholds", "reload"}
+    admin_views = {"put_thresholds", "reload", "rebaseline", "restore_baseline"}
 
     @app.before_request
     def authenticate() -> Response | None:
@@ -88,6 +90,44 @@ def create_app(
         if status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="mlmon"'
         return resp
+
+    @app.post("/v1/models/<model>/baseline")
+    def rebaseline(model: str) -> Response:
+        m = monitor.models.get(model)
+        if m is None:
+            return _json(
+                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
+            )
+        try:
+            result = m.rebaseline(request.args.get("version"))
+        except ValueError as e:
+            return _json({"error": str(e), "reason": "empty_window", "details": []}, 409)
+        audit.info(
+            "who=%s token=%s action=rebaseline result=%s",
+            request.remote_addr,
+            fingerprint(tokens.admin or ""),
+            json.dumps(result, sort_keys=True),
+        )
+        return _json(result)
+
+    @app.post("/v1/models/<model>/baseline/restore")
+    def restore_baseline(model: str) -> Response:
+        m = monitor.models.get(model)
+        if m is None:
+            return _json(
+                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
+            )
+        try:
+            result = m.restore_baseline()
+        except FileNotFoundError as e:
+            return _json({"error": str(e), "reason": "no_backup", "details": []}, 409)
+        audit.info(
+            "who=%s token=%s action=restore_baseline result=%s",
+            request.remote_addr,
+            fingerprint(tokens.admin or ""),
+            json.dumps(result, sort_keys=True),
+        )
+        return _json(result)
 
     @app.post("/-/reload")
     def reload() -> Response:
