@@ -164,3 +164,53 @@ def test_fuzz_thresholds(small_env, body, ctype):
     _check(mon, client, "PUT", f"{URL}/thresholds", body, ctype)
     for v in mon.models["credit-risk"].thresholds.values():
         assert isinstance(v, float) and v >= 0 and np.isfinite(v)
+
+
+config_docs = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "models",
+                    "name",
+                    "task",
+                    "baseline",
+                    "features",
+                    "drift",
+                    "thresholds",
+                    "window",
+                    "limits",
+                    "server",
+                    "labels",
+                    "fairness",
+                    "performance",
+                    "classes",
+                    "positive_class",
+                    "defaults",
+                    "length",
+                    "age",
+                    "max_body_bytes",
+                ]
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(doc=config_docs)
+def test_fuzz_config_only_raises_config_errors(doc):
+    """Any document is either a valid config or a ConfigError listing its problems."""
+    from pathlib import Path
+
+    from mlmon.config import ConfigError, parse_config
+
+    try:
+        parse_config(doc, Path("/nonexistent"))
+    except ConfigError as e:
+        assert e.errors and all(isinstance(x, str) and ": " in x for x in e.errors)
