@@ -226,3 +226,21 @@ def test_rebaseline_from_the_window_and_restore(small_env, tmp_path):
     assert r.status_code == 200 and r.json["after"] == old_hash
     assert registry.get_sample_value("mlmon_feature_drifted", lab) == 1
     assert client.post(f"{URL}/baseline/restore", headers=bearer(ADMIN)).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", f"{URL}/thresholds"),
+        ("POST", "/-/reload"),
+        ("POST", f"{URL}/baseline"),
+        ("POST", f"{URL}/baseline/restore"),
+    ],
+)
+@pytest.mark.parametrize(("headers", "status"), [({}, 401), (bearer("wrong"), 403)])
+def test_every_admin_endpoint_needs_the_admin_token(secured, method, path, headers, status):
+    mon, _, client = secured
+    before = dict(mon.models["credit-risk"].thresholds)
+    r = client.open(path, method=method, json={"drift_ks_min": 0.5}, headers=headers)
+    assert r.status_code == status and r.is_json
+    assert mon.models["credit-risk"].thresholds == before
