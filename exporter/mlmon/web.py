@@ -58,6 +58,30 @@ def create_app(
     }
     admin_views = {"put_thresholds", "reload", "rebaseline", "restore_baseline"}
 
+    def unknown_model_error(model: str) -> BadRequest:
+        return BadRequest(
+            404,
+            "unknown_model",
+            f"unknown model {model!r}",
+            [
+                {
+                    "field": "model",
+                    "message": "not in the configuration; known: "
+                    f"{', '.join(sorted(monitor.models))}",
+                }
+            ],
+        )
+
+    def log_admin(action: str, **fields: Any) -> None:
+        """One audit line per admin action: who, which token (by hash), what changed."""
+        audit.info(
+            "who=%s token=%s action=%s %s",
+            request.remote_addr,
+            fingerprint(tokens.admin or ""),
+            action,
+            " ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in fields.items()),
+        )
+
     @app.before_request
     def authenticate() -> Response | None:
         view = request.endpoint
@@ -95,38 +119,24 @@ def create_app(
     def rebaseline(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(
-                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
-            )
+            return _json(unknown_model_error(model).body(), 404)
         try:
             result = m.rebaseline(request.args.get("version"))
         except ValueError as e:
             return _json({"error": str(e), "reason": "empty_window", "details": []}, 409)
-        audit.info(
-            "who=%s token=%s action=rebaseline result=%s",
-            request.remote_addr,
-            fingerprint(tokens.admin or ""),
-            json.dumps(result, sort_keys=True),
-        )
+        log_admin("rebaseline", result=result)
         return _json(result)
 
     @app.post("/v1/models/<model>/baseline/restore")
     def restore_baseline(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(
-                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
-            )
+            return _json(unknown_model_error(model).body(), 404)
         try:
             result = m.restore_baseline()
         except FileNotFoundError as e:
             return _json({"error": str(e), "reason": "no_backup", "details": []}, 409)
-        audit.info(
-            "who=%s token=%s action=restore_baseline result=%s",
-            request.remote_addr,
-            fingerprint(tokens.admin or ""),
-            json.dumps(result, sort_keys=True),
-        )
+        log_admin("restore_baseline", result=result)
         return _json(result)
 
     @app.post("/-/reload")
@@ -142,21 +152,14 @@ def create_app(
                 },
                 400,
             )
-        audit.info(
-            "who=%s token=%s action=reload result=%s",
-            request.remote_addr,
-            fingerprint(tokens.admin or ""),
-            json.dumps(result, sort_keys=True),
-        )
+        log_admin("reload", result=result)
         return _json(result)
 
     @app.put("/v1/models/<model>/thresholds")
     def put_thresholds(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(
-                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
-            )
+            return _json(unknown_model_error(model).body(), 404)
         try:
             doc = decode_json(read_body("thresholds"))
         except BadRequest as e:
@@ -186,13 +189,11 @@ def create_app(
             )
         before = {k: m.thresholds[k] for k in doc}
         m.thresholds.update({k: float(v) for k, v in doc.items()})
-        audit.info(
-            "who=%s token=%s action=put_thresholds model=%s before=%s after=%s",
-            request.remote_addr,
-            fingerprint(tokens.admin or ""),
-            model,
-            json.dumps(before, sort_keys=True),
-            json.dumps({k: float(v) for k, v in doc.items()}, sort_keys=True),
+        log_admin(
+            "put_thresholds",
+            model=model,
+            before=before,
+            after={k: float(v) for k, v in doc.items()},
         )
         return _json({"model": model, "thresholds": dict(m.thresholds)})
 
@@ -234,18 +235,7 @@ def create_app(
         m = monitor.models.get(model)
         try:
             if m is None:
-                raise BadRequest(
-                    404,
-                    "unknown_model",
-                    f"unknown model {model!r}",
-                    [
-                        {
-                            "field": "model",
-                            "message": "not in the configuration; "
-                            f"known: {', '.join(sorted(monitor.models))}",
-                        }
-                    ],
-                )
+                raise unknown_model_error(model)
             body = read_body(endpoint)
             events = decode_events(body, request.content_type or "")
             if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
@@ -270,12 +260,7 @@ def create_app(
         m = monitor.models.get(model)
         try:
             if m is None:
-                raise BadRequest(
-                    404,
-                    "unknown_model",
-                    f"unknown model {model!r}",
-                    [{"field": "model", "message": "not in the configuration"}],
-                )
+                raise unknown_model_error(model)
             body = read_body(endpoint)
             items = decode_events(body, request.content_type or "", list_key="labels")
             limits = monitor.config.limits
@@ -303,9 +288,7 @@ def create_app(
     def model_stats(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(
-                {"error": f"unknown model {model!r}", "reason": "unknown_model", "details": []}, 404
-            )
+            return _json(unknown_model_error(model).body(), 404)
         return _json(m.stats())
 
     @app.get("/metrics")
