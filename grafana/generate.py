@@ -130,10 +130,12 @@ def timeseries(
     targets: list[dict[str, Any]],
     threshold_legend: str | None = None,
     trends: bool = False,
+    log_scale: bool = False,
     **kw: Any,
 ) -> dict[str, Any]:
     """A time series; the target whose legend is ``threshold_legend`` is drawn as the red
-    dashed limit line, legends ending in "avg" as grey dotted trend lines."""
+    dashed limit line, legends ending in "avg" as grey dotted trend lines; ``log_scale`` for
+    p-values."""
     overrides = list(kw.pop("overrides", []))
     if threshold_legend:
         overrides.append(_by_name(threshold_legend, THRESHOLD_STYLE))
@@ -161,6 +163,7 @@ def timeseries(
             "showPoints": "never",
             "spanNulls": True,
             "thresholdsStyle": {"mode": "off"},
+            **({"scaleDistribution": {"type": "log", "log": 10}} if log_scale else {}),
         },
         **kw,
     )
@@ -1035,7 +1038,7 @@ def feature_drift() -> dict[str, Any]:
             ],
             threshold_legend="alpha",
             w=12,
-            fieldConfig_log=True,
+            log_scale=True,
         ),
         row("Data quality"),
         timeseries(
@@ -1094,9 +1097,6 @@ def feature_drift() -> dict[str, Any]:
             overrides=[_by_regex("^baseline .*", TREND_STYLE)],
         ),
     ]
-    for p in panels:
-        if p.pop("fieldConfig_log", False):
-            p["fieldConfig"]["defaults"]["custom"]["scaleDistribution"] = {"type": "log", "log": 10}
     return dashboard(
         "mlmon-feature-drift",
         "mlmon / Feature drift",
@@ -1471,7 +1471,7 @@ def versions() -> dict[str, Any]:
             ],
             threshold_legend="significance level",
             w=12,
-            fieldConfig_log=True,
+            log_scale=True,
         ),
         timeseries(
             "Prediction drift between versions",
@@ -1499,9 +1499,6 @@ def versions() -> dict[str, Any]:
             w=12,
         ),
     ]
-    for p in panels:
-        if p.pop("fieldConfig_log", False):
-            p["fieldConfig"]["defaults"]["custom"]["scaleDistribution"] = {"type": "log", "log": 10}
     return dashboard(
         "mlmon-versions",
         "mlmon / Champion vs challenger",
