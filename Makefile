@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Real model servers for the proxy's integration tests (KServe's model server, MLflow),
+# in a virtualenv of their own: their dependency pins must not decide ours.
+SERVERS_VENV  ?= .venv-servers
+SERVERS_STAMP := $(SERVERS_VENV)/.installed
 
-.PHONY: setup system-deps test lint format demo bench clean
+.PHONY: setup system-deps model-servers test lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +26,13 @@ system-deps:
 	fi
 	@promtool --version 2>&1 | head -1
 
+$(SERVERS_STAMP): tests/model-servers.txt
+	$(PYTHON) -m venv $(SERVERS_VENV)
+	$(SERVERS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/model-servers.txt
+	touch $@
+
+model-servers: $(SERVERS_STAMP)
+
 setup: $(STAMP) system-deps
 
 lint: $(STAMP)
@@ -32,8 +43,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: setup lint
-	$(PY) -m pytest
+test: setup model-servers lint
+	MLMON_SERVERS_VENV=$(SERVERS_VENV) $(PY) -m pytest
 
 demo: setup
 	$(PY) -m mlmon demo --config examples/mlmon.yml
@@ -43,4 +54,4 @@ bench: $(STAMP)
 	$(PY) bench/memory.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-data
+	rm -rf $(VENV) $(SERVERS_VENV) .pytest_cache .ruff_cache demo-data

@@ -150,6 +150,8 @@ class Exporter:
 
         self.port = wait_until(bound_port, 30, "the exporter to bind its port")
         self.url = f"http://127.0.0.1:{self.port}"
+        m = re.search(r"proxy on http://127\.0\.0\.1:(\d+)/", self.log.read_text())
+        self.proxy_port = int(m.group(1)) if m else None
         self.session = requests.Session()
 
         def ready() -> bool:

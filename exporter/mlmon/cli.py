@@ -20,18 +20,20 @@ from .config import ConfigError, load_config, split_address
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from .config import Config
     from .monitor import Monitor
+    from .proxy import ProxyStats
 
 log = logging.getLogger("mlmon")
 
 
-def build_registry(monitor: Monitor) -> CollectorRegistry:
+def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from .collector import MlmonCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MlmonCollector(monitor))
+    registry.register(MlmonCollector(monitor, proxy))
     ProcessCollector(registry=registry)
     return registry
 
@@ -41,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .auth import load_tokens
     from .monitor import Monitor
+    from .proxy import ProxyStats
     from .web import create_app
 
     cfg = load_config(args.config)
@@ -49,8 +52,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, server=replace(cfg.server, listen_address=args.listen_address))
     if args.threads:
         cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
+    if args.upstream or args.proxy_listen_address:
+        cfg = _with_proxy(cfg, args.upstream, args.proxy_listen_address)
     monitor = Monitor(cfg)
-    app = create_app(monitor, build_registry(monitor), load_tokens(cfg))
+    proxy_stats = ProxyStats() if cfg.proxy is not None else None
+    app = create_app(monitor, build_registry(monitor, proxy_stats), load_tokens(cfg))
+    if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
+        from .proxy import Proxy
+
+        proxy = Proxy(cfg.proxy, monitor, proxy_stats)
+        proxy_port = proxy.start()
+        phost, _ = split_address(cfg.proxy.listen_address)
+        log.info(
+            "proxy on http://%s:%d/ forwarding to %s",
+            phost if ":" not in phost else f"[{phost}]",
+            proxy_port,
+            cfg.proxy.upstream,
+        )
     host, port = split_address(cfg.server.listen_address)
     # The socket is bound here, so port 0 works: the log line says which port was chosen.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -80,6 +98,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _quiet=True,
     )
     return 0
+
+
+def _with_proxy(cfg: Config, upstream: str | None, listen: str | None) -> Config:
+    """The config with the proxy flags applied (a proxy section is created if needed)."""
+    from .config import ProxySettings, upstream_address
+
+    proxy = cfg.proxy
+    if proxy is None:
+        if upstream is None:
+            raise ConfigError(["--proxy.listen-address needs --upstream or a proxy section"])
+        model = cfg.models[0].name if len(cfg.models) == 1 else None
+        proxy = ProxySettings(upstream=upstream, model=model)
+    if upstream is not None:
+        upstream_address(upstream)
+        proxy = replace(proxy, upstream=upstream.rstrip("/"))
+    if listen is not None:
+        split_address(listen)
+        proxy = replace(proxy, listen_address=listen)
+    return replace(cfg, proxy=proxy)
 
 
 def _snapshot_periodically(monitor: Monitor, interval: float) -> None:
@@ -149,6 +186,18 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="worker threads of the HTTP server (default 4)",
     )
+    s.add_argument(
+        "--upstream",
+        default=None,
+        help="run the capturing reverse proxy in front of this model server "
+        "(http://HOST:PORT; overrides proxy.upstream)",
+    )
+    s.add_argument(
+        "--proxy.listen-address",
+        dest="proxy_listen_address",
+        default=None,
+        help="HOST:PORT of the proxy (default from the config, else 127.0.0.1:9798)",
+    )
     s.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("baseline", help="build a baseline profile from training data")
@@ -185,6 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConfigError, BaselineError, ValueError) as e:
+    except (ConfigError, BaselineError, ValueError, OSError) as e:
         print(f"mlmon: error: {e}", file=sys.stderr)
         return 2

@@ -27,9 +27,11 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .baseline import OTHER
+from .capture import PROTOCOLS
 from .config import FAILURE_REASONS, THRESHOLDS
 from .evaluation import CLASS_METRICS
 from .monitor import ModelMonitor, Monitor
+from .proxy import DURATION_BUCKETS, ProxyStats
 from .schema import NumericBlock
 from .state import ABS_ERROR_SCALE, LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, Layout
 
@@ -61,12 +63,15 @@ class HistogramFamily(Metric):
 
 
 class MlmonCollector(Collector):
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, proxy: ProxyStats | None = None) -> None:
         self.monitor = monitor
+        self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
         mon = self.monitor
         yield from self._exporter_families()
+        if self.proxy is not None:
+            yield from self._proxy_families(self.proxy)
         families = _Families()
         for model in mon.models.values():
             self._model(families, model)
@@ -144,6 +149,70 @@ class MlmonCollector(Collector):
         for k, v in sorted(limits.items()):
             fam.add_metric([k], v)
         yield fam
+
+    @staticmethod
+    def _proxy_families(p: ProxyStats) -> Iterator[Metric]:
+        with p.lock:
+            requests = dict(p.requests)
+            upstream = dict(p.upstream_failures)
+            capture = dict(p.capture_failures)
+            captured = dict(p.captured)
+            counts = {k: list(v) for k, v in p.duration_counts.items()}
+            sums = dict(p.duration_sums)
+        fam = CounterMetricFamily(
+            "mlmon_proxy_requests",
+            "Requests through the proxy, by payload protocol and the status returned "
+            "(the upstream's, or 502/504 when the proxy answered itself).",
+            labels=["protocol", "code"],
+        )
+        for (proto, code), v in sorted(requests.items()):
+            fam.add_metric([proto, code], v)
+        yield fam
+        fam = HistogramFamily(
+            "mlmon_proxy_request_duration_seconds",
+            "Time from a request's arrival at the proxy to the end of its response, by "
+            "payload protocol.",
+            ["protocol"],
+        )
+        for proto in PROTOCOLS:
+            fam.add(
+                [proto],
+                DURATION_BUCKETS,
+                np.cumsum(counts[proto][:-1]),
+                sum(counts[proto]),
+                sums[proto],
+            )
+        yield fam
+        fam = CounterMetricFamily(
+            "mlmon_proxy_upstream_failures",
+            "Requests the upstream model server did not answer, by reason.",
+            labels=["reason"],
+        )
+        for k, v in sorted(upstream.items()):
+            fam.add_metric([k], v)
+        yield fam
+        fam = CounterMetricFamily(
+            "mlmon_proxy_capture_failures",
+            "Proxied inference calls (or parts of them) that gave no events, by reason; the "
+            "caller's response is never affected.",
+            labels=["reason"],
+        )
+        for k, v in sorted(capture.items()):
+            fam.add_metric([k], v)
+        yield fam
+        fam = CounterMetricFamily(
+            "mlmon_proxy_captured_requests",
+            "Proxied inference calls turned into events, by payload protocol.",
+            labels=["protocol"],
+        )
+        for proto in PROTOCOLS[:-1]:
+            fam.add_metric([proto], captured.get(proto, 0))
+        yield fam
+        yield GaugeMetricFamily(
+            "mlmon_proxy_capture_queue_length",
+            "Proxied calls waiting for capture (bounded by proxy.queue_size).",
+            value=p.queue_length,
+        )
 
     def _model(self, f: _Families, m: ModelMonitor) -> None:
         s = m.schema

@@ -109,6 +109,7 @@ FAILURE_REASONS = (
 )
 
 DEFAULT_LISTEN = "127.0.0.1:9797"
+DEFAULT_PROXY_LISTEN = "127.0.0.1:9798"
 
 
 class ConfigError(Exception):
@@ -203,9 +204,52 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class RouteSettings:
+    """How the proxy reads one upstream model's payloads (keyed by its name in the URL)."""
+
+    model: str  # the configured model its events go to
+    # Feature name of each position of a positional input row; None skips a position.
+    # Default: the model's features in config (else baseline) order.
+    inputs: tuple[str | None, ...] | None = None
+    output: str | None = None  # the output (tensor, column or key) holding the prediction
+    scores: str | None = None  # the output holding class probabilities, if separate
+
+
+@dataclass(frozen=True)
+class GenericSettings:
+    """A JSON API the proxy captures by configured paths (``request.a.b`` / ``response.c``)."""
+
+    path: str
+    features: str
+    predictions: str
+    scores: str | None = None
+    ids: str | None = None
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    upstream: str  # http://host:port of the model server
+    listen_address: str = DEFAULT_PROXY_LISTEN
+    timeout_seconds: float = 30.0  # the whole upstream response must arrive within this
+    connect_timeout_seconds: float = 2.0
+    max_capture_bytes: int = 10 * 1024 * 1024  # larger bodies are forwarded, not captured
+    queue_size: int = 10_000  # exchanges waiting for capture; beyond, dropped and counted
+    id_header: str = "X-Request-Id"
+    version_header: str = "X-Model-Version"
+    model: str | None = None  # the model of /invocations and generic requests
+    routes: dict[str, RouteSettings] = field(default_factory=dict)
+    generic: GenericSettings | None = None
+
+    @property
+    def upstream_host_port(self) -> tuple[str, int]:
+        return upstream_address(self.upstream)
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelConfig, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
+    proxy: ProxySettings | None = None
     limits: dict[str, int] = field(default_factory=lambda: dict(LIMIT_DEFAULTS))
     path: Path | None = None
 
@@ -552,7 +596,7 @@ def _label_settings(
 def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     c = _Checker()
-    root = c.mapping(doc, "$", {"models", "defaults", "server", "limits"})
+    root = c.mapping(doc, "$", {"models", "defaults", "server", "limits", "proxy"})
     if not isinstance(doc, dict):
         raise ConfigError(c.errors or ["$: expected a mapping with a 'models' list"], source)
 
@@ -624,9 +668,148 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
             c.err(f"models[{i}].name", f"duplicate model name {m.name!r}")
         names.add(m.name)
         models.append(m)
+    proxy = _proxy(c, root["proxy"], models) if root.get("proxy") is not None else None
     if c.errors:
         raise ConfigError(c.errors, source)
-    return Config(models=tuple(models), server=server, limits=limits)
+    return Config(models=tuple(models), server=server, limits=limits, proxy=proxy)
+
+
+def upstream_address(url: str) -> tuple[str, int]:
+    m = re.match(r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?/?$", url or "")
+    if not m:
+        raise ValueError(f"expected http://HOST[:PORT] (plain HTTP, no path), got {url!r}")
+    port = int(m.group(2) or 80)
+    if not 0 < port <= 65535:
+        raise ValueError(f"port out of range in {url!r}")
+    return m.group(1).strip("[]"), port
+
+
+_DOTTED_RE = re.compile(r"^(request|response)(\.[^.]+)+$")
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def _proxy(c: _Checker, raw: Any, models: list[ModelConfig]) -> ProxySettings | None:
+    raw = c.mapping(
+        raw,
+        "proxy",
+        {
+            "upstream",
+            "listen_address",
+            "timeout",
+            "connect_timeout",
+            "max_capture_bytes",
+            "queue_size",
+            "id_header",
+            "version_header",
+            "model",
+            "models",
+            "generic",
+        },
+    )
+    known = {m.name: m for m in models}
+    upstream = raw.get("upstream")
+    try:
+        upstream_address(upstream)
+    except ValueError as e:
+        c.err("proxy.upstream", f"required: {e}")
+        return None
+    out = ProxySettings(upstream=str(upstream).rstrip("/"))
+    if "listen_address" in raw:
+        try:
+            split_address(raw["listen_address"])
+            out = replace(out, listen_address=raw["listen_address"])
+        except ValueError as e:
+            c.err("proxy.listen_address", str(e))
+    for key, attr in (
+        ("timeout", "timeout_seconds"),
+        ("connect_timeout", "connect_timeout_seconds"),
+    ):
+        if key in raw:
+            v = c.duration(raw[key], f"proxy.{key}")
+            if v is not None:
+                out = replace(out, **{attr: v})
+    for key in ("max_capture_bytes", "queue_size"):
+        if key in raw:
+            v = c.number(raw[key], f"proxy.{key}", lo=1, hi=2**31, integer=True)
+            if v is not None:
+                out = replace(out, **{key: int(v)})
+    for key in ("id_header", "version_header"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not _HEADER_RE.match(raw[key]):
+                c.err(f"proxy.{key}", "expected an HTTP header name")
+            else:
+                out = replace(out, **{key: raw[key]})
+    model = raw.get("model")
+    if model is None and len(models) == 1:
+        model = models[0].name
+    elif model is not None and model not in known:
+        c.err("proxy.model", f"{model!r} is not a configured model")
+        model = None
+    out = replace(out, model=model)
+    routes: dict[str, RouteSettings] = {}
+    rm = raw.get("models")
+    if rm is not None and not isinstance(rm, dict):
+        c.err("proxy.models", "expected a mapping of upstream model name to settings")
+        rm = {}
+    for key, spec in (rm or {}).items():
+        path = f"proxy.models.{key}"
+        spec = c.mapping(spec, path, {"model", "inputs", "output", "scores"})
+        target = spec.get("model", key)
+        if target not in known:
+            c.err(f"{path}.model", f"{target!r} is not a configured model")
+            continue
+        inputs = spec.get("inputs")
+        if inputs is not None and (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(i is None or (isinstance(i, str) and NAME_RE.match(i)) for i in inputs)
+        ):
+            c.err(f"{path}.inputs", "expected a list of feature names (null skips a position)")
+            inputs = None
+        for k in ("output", "scores"):
+            if k in spec and not isinstance(spec[k], str | int):
+                c.err(f"{path}.{k}", "expected an output name")
+        routes[str(key)] = RouteSettings(
+            model=target,
+            inputs=tuple(inputs) if inputs is not None else None,
+            output=str(spec["output"]) if "output" in spec else None,
+            scores=str(spec["scores"]) if "scores" in spec else None,
+        )
+    out = replace(out, routes=routes)
+    if raw.get("generic") is not None:
+        g = c.mapping(
+            raw["generic"], "proxy.generic", {"path", "features", "predictions", "scores", "ids"}
+        )
+        gp = g.get("path")
+        if not isinstance(gp, str) or not gp.startswith("/"):
+            c.err("proxy.generic.path", "required: the request path to capture, e.g. /predict")
+        for k in ("features", "predictions", "scores", "ids"):
+            v = g.get(k)
+            required = k in ("features", "predictions")
+            if v is None and not required:
+                continue
+            if not isinstance(v, str) or not _DOTTED_RE.match(v):
+                c.err(
+                    f"proxy.generic.{k}",
+                    ("required: " if required else "")
+                    + "a path such as request.instances or response.outputs.0",
+                )
+        if model is None:
+            c.err("proxy.model", "required with generic: the model its events go to")
+        if isinstance(gp, str) and all(
+            isinstance(g.get(k), str) for k in ("features", "predictions")
+        ):
+            out = replace(
+                out,
+                generic=GenericSettings(
+                    path=gp,
+                    features=g["features"],
+                    predictions=g["predictions"],
+                    scores=g.get("scores"),
+                    ids=g.get("ids"),
+                ),
+            )
+    return out
 
 
 def load_config(path: str | Path) -> Config:

@@ -514,7 +514,8 @@ class Monitor:
         if errors:
             raise ConfigError(errors, str(cfg.path))
         removed = sorted(set(self.models) - set(fresh))
-        self.config = replace(cfg, server=self.config.server)  # the server itself stays
+        # the server and the proxy themselves stay as started
+        self.config = replace(cfg, server=self.config.server, proxy=self.config.proxy)
         self.models = fresh
         return {"kept": kept, "started": started, "removed": removed}
 

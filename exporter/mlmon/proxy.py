@@ -1,0 +1,478 @@
+"""The reverse proxy: forwards every request to the model server and every response back,
+byte for byte, and hands a copy of inference calls to a capture thread.
+
+The proxy never changes what the caller gets: the response's status line, headers and
+body are relayed as the upstream wrote them (chunked framing included). Only when the
+upstream cannot be reached (502) or does not answer in time (504) does the proxy answer
+itself, with a JSON body saying why. Capture happens after the response has been written:
+a bounded queue feeds a thread that decodes the payloads and ingests the events; when the
+queue is full the exchange is dropped and counted, never waited for.
+
+HTTP/1.1 with keep-alive on both sides; the upstream connections are pooled. An
+``Expect: 100-continue`` is answered by the proxy (and not forwarded), so a client never
+waits for the upstream to invite its body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
+from .config import ProxySettings, split_address
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+log = logging.getLogger("mlmon.proxy")
+
+# Why the proxy answered itself; `reason` of mlmon_proxy_upstream_failures_total.
+UPSTREAM_FAILURES = ("unreachable", "connect_timeout", "timeout", "disconnected", "bad_response")
+# Upper bounds of the proxy's request-duration histogram, in seconds.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HEAD_LIMIT = 64 * 1024
+_PIECE = 64 * 1024
+_KEPT_HEADERS = frozenset({b"content-type", b"content-encoding"})
+
+
+class ProxyStats:
+    """Counters the collector exports as mlmon_proxy_*; every known label set starts at 0."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[tuple[str, str]] = Counter()  # (protocol, code)
+        self.upstream_failures: Counter[str] = Counter(dict.fromkeys(UPSTREAM_FAILURES, 0))
+        self.capture_failures: Counter[str] = Counter(dict.fromkeys(CAPTURE_FAILURES, 0))
+        self.captured: Counter[str] = Counter()  # exchanges turned into events, by protocol
+        self.duration_counts = {p: [0] * (len(DURATION_BUCKETS) + 1) for p in PROTOCOLS}
+        self.duration_sums = dict.fromkeys(PROTOCOLS, 0.0)
+        self.queue_length = 0
+
+    def request(self, protocol: str, status: int, seconds: float) -> None:
+        i = 0
+        while i < len(DURATION_BUCKETS) and seconds > DURATION_BUCKETS[i]:
+            i += 1
+        with self.lock:
+            self.requests[(protocol, str(status))] += 1
+            self.duration_counts[protocol][i] += 1
+            self.duration_sums[protocol] += seconds
+
+    def count(self, counter: Counter, key: Any, n: int = 1) -> None:
+        with self.lock:
+            counter[key] += n
+
+
+class _UpstreamError(Exception):
+    def __init__(self, reason: str, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+        self.sent = sent  # part of the response already went to the client
+
+
+class _Head:
+    """A parsed request or response head, kept with its raw bytes for forwarding."""
+
+    __slots__ = ("chunked", "close", "first", "headers", "length", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        lines = raw[:-4].split(b"\r\n")
+        self.first = lines[0]
+        self.headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise ValueError("malformed header line")
+            key = name.strip().lower()
+            value = value.strip()
+            if key in self.headers:  # repeated headers: comma-joined, as HTTP allows
+                self.headers[key] += b", " + value
+            else:
+                self.headers[key] = value
+        te = self.headers.get(b"transfer-encoding", b"").lower()
+        self.chunked = te.endswith(b"chunked")
+        cl = self.headers.get(b"content-length")
+        self.length = int(cl) if cl is not None and not self.chunked else None
+        if self.length is not None and self.length < 0:
+            raise ValueError("negative content-length")
+        self.close = b"close" in self.headers.get(b"connection", b"").lower()
+
+    def text_headers(self) -> dict[str, str]:
+        return {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in self.headers.items()
+            if k in _KEPT_HEADERS or k.startswith(b"x-")
+        }
+
+
+class Proxy:
+    def __init__(self, settings: ProxySettings, monitor: Monitor, stats: ProxyStats) -> None:
+        self.settings = settings
+        self.monitor = monitor
+        self.stats = stats
+        self.host, self.port = settings.upstream_host_port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=settings.queue_size)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: asyncio.Server | None = None
+        self.bound_port: int | None = None
+        self._ready = threading.Event()
+        self._error = "timed out"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Run the proxy and its capture thread in the background; returns the bound port."""
+        threading.Thread(target=self._capture_loop, name="mlmon-capture", daemon=True).start()
+        threading.Thread(target=self._run, name="mlmon-proxy", daemon=True).start()
+        self._ready.wait(10)
+        if self.bound_port is None:
+            raise OSError(
+                f"the proxy cannot listen on {self.settings.listen_address}: {self._error}"
+            )
+        return self.bound_port
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        host, port = split_address(self.settings.listen_address)
+        try:
+            self.server = self.loop.run_until_complete(
+                asyncio.start_server(self._client, host, port, limit=_HEAD_LIMIT, backlog=1024)
+            )
+        except OSError as e:
+            self._error = e.strerror or str(e)
+            self._ready.set()
+            return
+        self.bound_port = self.server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    # -- one client connection -------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except Exception:  # a bug must not take the proxy down; the connection is dropped
+            log.exception("proxy connection failed")
+        finally:
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False  # the client closed between requests
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            head = _Head(raw)
+            method, target, version = head.first.split(b" ", 2)
+        except ValueError:
+            writer.write(_plain(400, b"malformed request head\n"))
+            await writer.drain()
+            return False
+        keep_alive = not head.close and version == b"HTTP/1.1"
+        protocol, model_key, path_version = classify(
+            method.decode("latin-1"), target.decode("latin-1"), self.settings
+        )
+        limit = self.settings.max_capture_bytes
+        raw_head = raw
+        if head.headers.get(b"expect", b"").lower() == b"100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            raw_head = _without_header(raw, b"expect")
+        # The request body: read whole when small (so a stale pooled connection can be
+        # retried), streamed through otherwise.
+        body: bytes | None = b""
+        if head.chunked:
+            body = None
+        elif head.length:
+            body = await reader.readexactly(head.length) if head.length <= limit else None
+        ex = Exchange(
+            protocol, model_key, path_version, started, request_headers=head.text_headers()
+        )
+        if body is not None:
+            ex.request_body = body
+        try:
+            resp_head = await self._forward(raw_head, head, body, reader, writer, ex, method)
+            status = int(resp_head.first.split(b" ", 2)[1])
+            if resp_head.close or _until_close(resp_head, method):
+                keep_alive = False  # the caller was told (or will see) the connection end
+        except _UpstreamError as e:
+            self.stats.count(self.stats.upstream_failures, e.reason)
+            if e.sent:
+                self.stats.request(protocol, 502, time.perf_counter() - t0)
+                return False  # the response was cut: the caller sees the connection drop
+            status = 504 if e.reason == "timeout" else 502
+            msg = {
+                "error": f"mlmon proxy: {e.message}",
+                "reason": e.reason,
+                "upstream": self.settings.upstream,
+            }
+            writer.write(_plain(status, orjson.dumps(msg) + b"\n", b"application/json"))
+            ex.status, ex.failure = status, e.reason
+            ex.latency = time.perf_counter() - t0
+            if (head.length and body is None) or head.chunked:
+                keep_alive = False  # the unread request body is still on the wire
+        await writer.drain()
+        self.stats.request(protocol, status, time.perf_counter() - t0)
+        if protocol != "none":
+            if ex.failure is None:
+                ex.status = status
+            try:
+                self.queue.put_nowait(ex)
+            except queue.Full:
+                self.stats.count(self.stats.capture_failures, "queue_full")
+        return keep_alive
+
+    # -- the upstream ------------------------------------------------------------------
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        while self._idle:
+            r, w = self._idle.pop()
+            if not r.at_eof() and not w.is_closing():
+                return r, w, True
+            w.close()
+        try:
+            r, w = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, limit=_HEAD_LIMIT),
+                self.settings.connect_timeout_seconds,
+            )
+        except TimeoutError:
+            raise _UpstreamError(
+                "connect_timeout",
+                f"no connection to the upstream within {self.settings.connect_timeout_seconds}s",
+            ) from None
+        except OSError as e:
+            raise _UpstreamError(
+                "unreachable", f"upstream unreachable: {os.strerror(e.errno) if e.errno else e}"
+            ) from None
+        return r, w, False
+
+    async def _forward(
+        self,
+        raw_head: bytes,
+        head: _Head,
+        body: bytes | None,
+        creader: asyncio.StreamReader,
+        cwriter: asyncio.StreamWriter,
+        ex: Exchange,
+        method: bytes,
+    ) -> _Head:
+        limit = self.settings.max_capture_bytes
+        for attempt in (0, 1):
+            ur, uw, reused = await self._connect()
+            t0 = time.perf_counter()
+            replied = False
+            try:
+                async with asyncio.timeout(self.settings.timeout_seconds):
+                    if body is not None:
+                        uw.write(raw_head + body)
+                    else:
+                        uw.write(raw_head)
+                        ex.request_body, ex.too_large = await _relay_body(head, creader, uw, limit)
+                    await uw.drain()
+                    try:
+                        resp = await _read_response_head(ur, cwriter)
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        uw.close()
+                        if reused and attempt == 0 and body is not None:
+                            continue  # a pooled connection the upstream had closed: retry
+                        raise
+                    cwriter.write(resp.raw)
+                    replied = True
+                    try:
+                        if method == b"HEAD" or _bodiless(resp):
+                            data, large = b"", False
+                        else:
+                            data, large = await _relay_body(resp, ur, cwriter, limit)
+                    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                        uw.close()
+                        raise _UpstreamError(
+                            "disconnected", "the upstream closed mid-response", sent=True
+                        ) from None
+            except TimeoutError:
+                uw.close()
+                raise _UpstreamError(
+                    "timeout",
+                    f"no complete response from the upstream within "
+                    f"{self.settings.timeout_seconds}s",
+                    sent=replied,
+                ) from None
+            except (ConnectionError, asyncio.IncompleteReadError):
+                uw.close()
+                raise _UpstreamError(
+                    "disconnected", "the upstream closed the connection without a response"
+                ) from None
+            except ValueError:
+                uw.close()
+                raise _UpstreamError(
+                    "bad_response", "the upstream's response is not HTTP"
+                ) from None
+            ex.latency = time.perf_counter() - t0
+            ex.response_body, ex.too_large = data, ex.too_large or large
+            ex.response_headers = resp.text_headers()
+            if resp.close or (resp.length is None and not resp.chunked) or head.close:
+                uw.close()
+            else:
+                self._idle.append((ur, uw))
+            return resp
+        raise AssertionError("unreachable")
+
+    # -- capture -----------------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 256:
+                    batch.append(self.queue.get_nowait())
+            self.stats.queue_length = self.queue.qsize()
+            # the models of the moment: a reload may have replaced them
+            schemas = {n: m.schema for n, m in self.monitor.models.items()}
+            self.capture(Capturer(self.settings, schemas), batch)
+
+    def capture(self, capturer: Capturer, exchanges: list[Exchange]) -> None:
+        """Decode exchanges and ingest their events, grouped by model."""
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for ex in exchanges:
+            try:
+                name, events = capturer.events(ex)
+            except CaptureError as e:
+                self.stats.count(self.stats.capture_failures, e.reason)
+                log.debug("capture failed (%s): %s", e.reason, e)
+                continue
+            except Exception:
+                self.stats.count(self.stats.capture_failures, "internal_error")
+                log.exception("capture failed")
+                continue
+            by_model.setdefault(name, []).extend(events)
+            self.stats.count(self.stats.captured, ex.protocol)
+        counters = self.monitor.counters
+        for name, events in by_model.items():
+            m = self.monitor.models.get(name)
+            if m is None:
+                self.stats.count(self.stats.capture_failures, "unknown_model")
+                continue
+            limit = self.monitor.config.limits["max_batch_events"]
+            for i in range(0, len(events), limit):
+                part = events[i : i + limit]
+                try:
+                    batch, details = m.ingest(part, partial=True)
+                except Exception:
+                    self.stats.count(self.stats.capture_failures, "internal_error")
+                    log.exception("ingest of captured events failed")
+                    continue
+                counters.count(counters.events, name, batch.n)
+                if details:
+                    bad = len({d["index"] for d in details})
+                    counters.count(counters.rejected_events, name, bad)
+                    self.stats.count(self.stats.capture_failures, "invalid_event")
+                    log.debug("captured events invalid: %s", details[:3])
+
+
+async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> _Head:
+    """The final response head; interim 1xx responses are relayed as they come."""
+    while True:
+        raw = await reader.readuntil(b"\r\n\r\n")
+        if not raw.startswith(b"HTTP/1."):
+            raise ValueError("not an HTTP response")
+        head = _Head(raw)
+        code = head.first.split(b" ", 2)[1]
+        if not code.isdigit():
+            raise ValueError("bad status")
+        if code.startswith(b"1") and code != b"101":
+            cwriter.write(raw)
+            continue
+        return head
+
+
+def _bodiless(head: _Head) -> bool:
+    code = head.first.split(b" ", 2)[1]
+    return code.startswith(b"1") or code in (b"204", b"304")
+
+
+def _until_close(head: _Head, method: bytes) -> bool:
+    """Whether the response body runs until the connection closes."""
+    return head.length is None and not head.chunked and not _bodiless(head) and method != b"HEAD"
+
+
+async def _relay_body(
+    head: _Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+) -> tuple[bytes, bool]:
+    """Copy a message body from reader to writer unchanged; returns the decoded body (for
+    capture) and whether it was over ``limit`` (then it is not kept)."""
+    kept: list[bytes] = []
+    size = 0
+    if head.chunked:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            writer.write(line)
+            n = int(line.split(b";", 1)[0].strip(), 16)
+            if n == 0:
+                while True:  # trailers, up to the empty line
+                    t = await reader.readuntil(b"\r\n")
+                    writer.write(t)
+                    if t == b"\r\n":
+                        break
+                break
+            data = await reader.readexactly(n + 2)
+            writer.write(data)
+            size += n
+            if size <= limit:
+                kept.append(data[:-2])
+            await writer.drain()
+    elif head.length is not None:
+        remaining = head.length
+        while remaining:
+            data = await reader.read(min(remaining, _PIECE))
+            if not data:
+                raise asyncio.IncompleteReadError(b"", remaining)
+            writer.write(data)
+            remaining -= len(data)
+            size += len(data)
+            if size <= limit:
+                kept.append(data)
+            if remaining:
+                await writer.drain()
+    else:  # until the connection closes
+        while data := await reader.read(_PIECE):
+            writer.write(data)
+            size += len(data)
+            if size <= limit:
+                kept.append(data)
+            await writer.drain()
+    too_large = size > limit
+    return (b"" if too_large else b"".join(kept)), too_large
+
+
+def _without_header(raw: bytes, name: bytes) -> bytes:
+    lines = raw[:-4].split(b"\r\n")
+    kept = [lines[0]] + [
+        line for line in lines[1:] if line.partition(b":")[0].strip().lower() != name
+    ]
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
+_REASONS = {400: b"Bad Request", 502: b"Bad Gateway", 504: b"Gateway Timeout"}
+
+
+def _plain(status: int, body: bytes, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        _REASONS[status],
+        ctype,
+        len(body),
+        body,
+    )

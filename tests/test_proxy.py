@@ -1,0 +1,315 @@
+"""The proxy in front of a model server speaking TensorFlow Serving's REST payloads, with a
+real `mlmon serve --upstream` process: responses are the upstream's, byte for byte; every
+row sent becomes one event; failures of the upstream are passed through or answered with
+502/504 and counted."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+
+import pytest
+import tfserving
+from helpers import Exporter, free_port, make_env, parse_metrics, wait_until
+from mlmon import synthetic
+
+pytestmark = pytest.mark.integration
+
+FEATURES = ["age", "income", "debt_ratio", "credit_lines", "months_employed", "country", "channel"]
+MODEL = "credit-risk"
+
+
+def raw_call(port: int, method: str, path: str, body: bytes = b"", headers=None) -> bytes:
+    """One request on a fresh connection; the whole raw response, Date header removed."""
+    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method == "POST":
+        head.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head_end = raw.index(b"\r\n\r\n")
+    lines = [ln for ln in raw[:head_end].split(b"\r\n") if not ln.lower().startswith(b"date:")]
+    return b"\r\n".join(lines) + raw[head_end:]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("proxy")
+    env = make_env(
+        tmp,
+        synthetic.credit_spec(),
+        n_train=5_000,
+        model_extra={"sensitive_attributes": ["gender"]},
+    )
+    upstream = tfserving.serve(0)
+    up_port = upstream.server_address[1]
+    cfg = env.config_path
+    cfg.write_text(
+        cfg.read_text()
+        + f"proxy:\n  upstream: http://127.0.0.1:{up_port}\n  timeout: 1s\n"
+        + "  connect_timeout: 1s\n"
+        + f"  models:\n    {MODEL}:\n      inputs: [{', '.join(FEATURES)}]\n"
+    )
+    exporter = Exporter(cfg, ["--proxy.listen-address", "127.0.0.1:0"])
+    assert exporter.proxy_port is not None, exporter.log.read_text()
+    yield exporter, up_port
+    exporter.stop()
+    upstream.shutdown()
+
+
+def metrics(exporter) -> dict:
+    return parse_metrics(exporter.get("/metrics").text)
+
+
+def value(m: dict, name: str, **labels) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def payloads(rng: random.Random, rows: list[dict]):
+    """The documented TF Serving request shapes for the same rows."""
+    named = [{k: r[k] for k in FEATURES} for r in rows]
+    kind = rng.choice(["rows", "objects", "columns", "proba"])
+    if kind == "rows":
+        return {"instances": [[r[k] for k in FEATURES] for r in rows]}
+    if kind == "objects":
+        return {"instances": named}
+    if kind == "columns":
+        return {"inputs": {k: [r[k] for r in rows] for k in FEATURES}}
+    return {"signature_name": "proba", "instances": named}
+
+
+def test_responses_are_byte_identical_and_every_row_is_an_event(stack):
+    exporter, up_port = stack
+    rng = random.Random(7)
+    rows = synthetic.events(synthetic.credit_spec(), 600, seed=11)
+    sent = 0
+    predicted = {"0": 0, "1": 0}
+    sums = dict.fromkeys(FEATURES[:5], 0.0)
+    countries: dict[str, int] = {}
+    i = 0
+    n_requests = 0
+    while i < len(rows):
+        batch = [r["features"] for r in rows[i : i + rng.randint(1, 30)]]
+        i += len(batch)
+        doc = payloads(rng, batch)
+        body = json.dumps(doc).encode()
+        headers = {"Content-Type": "application/json"}
+        if rng.random() < 0.3:
+            headers["X-Test-Chunked"] = "1"
+        path = f"/v1/models/{MODEL}:predict"
+        if rng.random() < 0.3:
+            path = f"/v1/models/{MODEL}/versions/7:predict"
+        direct = raw_call(up_port, "POST", path, body, headers)
+        proxied = raw_call(exporter.proxy_port, "POST", path, body, headers)
+        assert proxied == direct
+        n_requests += 1
+        out = (
+            json.loads(direct.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b""))
+            if ("X-Test-Chunked" not in headers)
+            else None
+        )
+        if out is not None:
+            preds = out.get("predictions", out.get("outputs"))
+            for p in preds:
+                cls = str(int(p[1] >= 0.5)) if isinstance(p, list) else str(p)
+                predicted[cls] += 1
+        sent += len(batch)
+        for r in batch:
+            for k in sums:
+                sums[k] += r[k]
+            countries[r["country"]] = countries.get(r["country"], 0) + 1
+    assert n_requests > 20
+    wait_until(
+        lambda: value(metrics(exporter), "mlmon_ingest_events_total", model=MODEL) == sent,
+        20,
+        "every proxied row to be an event",
+    )
+    m = metrics(exporter)
+    for k, total in sums.items():
+        got = sum(
+            value(m, "mlmon_feature_value_sum", model=MODEL, version=v, feature=k)
+            for v in ("unversioned", "7")
+        )
+        assert got == pytest.approx(total, rel=1e-9), k
+    for c, n in countries.items():
+        got = sum(
+            value(m, "mlmon_feature_category_total", model=MODEL, version=v, feature="country",
+                  category=c)
+            for v in ("unversioned", "7")
+        )  # fmt: skip
+        assert got == n, c
+    classes = {
+        c: sum(
+            value(m, "mlmon_prediction_class_total", model=MODEL, version=v, **{"class": c})
+            for v in ("unversioned", "7")
+        )
+        for c in ("0", "1")
+    }
+    assert sum(classes.values()) == sent
+    assert classes["1"] >= predicted["1"] and classes["0"] >= predicted["0"]
+    assert value(m, "mlmon_inference_requests_total", model=MODEL, version="7") > 0
+    assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="200") == n_requests
+    assert value(m, "mlmon_proxy_captured_requests_total", protocol="kserve_v1") == n_requests
+    failures = {k: v for (n, k), v in m.items() if n == "mlmon_proxy_capture_failures_total"}
+    assert sum(failures.values()) == 0, failures
+
+
+def test_other_traffic_is_forwarded_not_captured(stack):
+    exporter, up_port = stack
+    before = metrics(exporter)
+    for method, path in (("GET", f"/v1/models/{MODEL}"), ("GET", "/nowhere")):
+        assert raw_call(exporter.proxy_port, method, path) == raw_call(up_port, method, path)
+    after = metrics(exporter)
+    assert value(after, "mlmon_proxy_requests_total", protocol="none", code="200") == (
+        value(before, "mlmon_proxy_requests_total", protocol="none", code="200") + 2
+    )
+    assert value(after, "mlmon_ingest_events_total", model=MODEL) == value(
+        before, "mlmon_ingest_events_total", model=MODEL
+    )
+
+
+def test_upstream_errors_pass_through_and_count_as_failed_inferences(stack):
+    exporter, up_port = stack
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]] * 3}).encode()
+    before = metrics(exporter)
+    for status, reason in ((500, "model_error"), (503, "overloaded"), (400, "invalid_input")):
+        h = {"X-Test-Status": str(status)}
+        path = f"/v1/models/{MODEL}:predict"
+        direct = raw_call(up_port, "POST", path, body, h)
+        assert direct.startswith(f"HTTP/1.1 {status}".encode())
+        assert raw_call(exporter.proxy_port, "POST", path, body, h) == direct
+
+        def counted(reason=reason):
+            m = metrics(exporter)
+            key = dict(model=MODEL, version="unversioned", reason=reason)
+            return (
+                value(m, "mlmon_inference_failures_total", **key)
+                == value(before, "mlmon_inference_failures_total", **key) + 3
+            )
+
+        wait_until(counted, 10, f"three {reason} failures")
+    m = metrics(exporter)
+    assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="500") == 1
+
+
+def test_a_slow_upstream_gets_a_504_and_is_counted(stack):
+    exporter, _ = stack
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]]}).encode()
+    t0 = time.monotonic()
+    resp = raw_call(
+        exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict", body, {"X-Test-Sleep": "3"}
+    )
+    assert time.monotonic() - t0 < 2.5  # proxy.timeout is 1s
+    head, payload = resp.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 504 Gateway Timeout")
+    doc = json.loads(payload)
+    assert doc["reason"] == "timeout" and "within 1.0s" in doc["error"]
+    m = wait_until(
+        lambda: (m := metrics(exporter))
+        and value(m, "mlmon_inference_failures_total", model=MODEL, version="unversioned",
+                  reason="timeout") == 1
+        and m,
+        10,
+        "the timeout to be counted",
+    )  # fmt: skip
+    assert value(m, "mlmon_proxy_upstream_failures_total", reason="timeout") == 1
+    assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="504") == 1
+    # the next call goes through on a fresh connection
+    ok = raw_call(exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict", body)
+    assert ok.startswith(b"HTTP/1.1 200")
+
+
+def test_an_unreachable_upstream_gets_a_502_with_a_clear_body(tmp_path):
+    env = make_env(tmp_path, synthetic.credit_spec(), n_train=2_000)
+    dead = free_port()  # nothing listens there
+    exporter = Exporter(
+        env.config_path, ["--upstream", f"http://127.0.0.1:{dead}", "--proxy.listen-address",
+                          "127.0.0.1:0"]
+    )  # fmt: skip
+    try:
+        body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]] * 2}).encode()
+        for _ in range(3):
+            resp = raw_call(exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict", body)
+            head, payload = resp.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 502 Bad Gateway")
+            doc = json.loads(payload)
+            assert doc["reason"] == "unreachable"
+            assert "refused" in doc["error"].lower()
+            assert doc["upstream"] == f"http://127.0.0.1:{dead}"
+        m = wait_until(
+            lambda: (m := metrics(exporter))
+            and value(m, "mlmon_inference_failures_total", model=MODEL, version="unversioned",
+                      reason="upstream_unavailable") == 6
+            and m,
+            10,
+            "the failures to be counted",
+        )  # fmt: skip
+        assert value(m, "mlmon_proxy_upstream_failures_total", reason="unreachable") == 3
+        assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="502") == 3
+        assert exporter.get("/healthz").status_code == 200  # the exporter itself is fine
+    finally:
+        exporter.stop()
+
+
+def test_unreadable_payloads_are_forwarded_unchanged_and_counted(stack):
+    exporter, up_port = stack
+    before = metrics(exporter)
+    path = f"/v1/models/{MODEL}:predict"
+    for body in (b"{not json", b'{"instances": [[1, 2]]}', b'{"rows": []}'):
+        assert raw_call(exporter.proxy_port, "POST", path, body) == raw_call(
+            up_port, "POST", path, body
+        )
+    # an unknown model in the path: forwarded, not captured
+    other = "/v1/models/other:predict"
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]]}).encode()
+    assert raw_call(exporter.proxy_port, "POST", other, body) == raw_call(
+        up_port, "POST", other, body
+    )
+
+    def grew(reason: str, n: int) -> bool:
+        m = metrics(exporter)
+        return (
+            value(m, "mlmon_proxy_capture_failures_total", reason=reason)
+            == value(before, "mlmon_proxy_capture_failures_total", reason=reason) + n
+        )
+
+    # the upstream answers 400 to the first two: those are failed inferences, not capture
+    # failures; a 400 whose request cannot be read counts one failed inference
+    wait_until(lambda: grew("unknown_model", 1), 10, "the unknown model to be counted")
+    m = metrics(exporter)
+    assert value(m, "mlmon_inference_failures_total", model=MODEL, version="unversioned",
+                 reason="invalid_input") >= 3  # fmt: skip
+
+
+def test_keep_alive_and_expect_continue(stack):
+    """Many requests on one client connection (pooled upstream connections), and a client
+    that waits for 100 Continue before its body."""
+    import http.client
+
+    exporter, _ = stack
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]] * 2}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", exporter.proxy_port, timeout=10)
+    for _ in range(50):
+        conn.request("POST", f"/v1/models/{MODEL}:predict", body)
+        r = conn.getresponse()
+        assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 2
+    conn.close()
+    with socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=10) as s:
+        s.sendall(
+            (
+                f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+            ).encode()
+        )
+        assert s.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        data = b""
+        while b'"predictions"' not in data or not data.rstrip().endswith(b"}"):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200 OK")
