@@ -131,7 +131,9 @@ class Exporter:
         )
         deadline = time.monotonic() + 30
         while True:
-            m = re.search(r"on http://127\.0\.0\.1:(\d+)/", self.log.read_text())
+            m = re.search(
+                r"serving \d+ model\(s\) on http://127\.0\.0\.1:(\d+)/", self.log.read_text()
+            )
             if m:
                 self.port = int(m.group(1))
                 break
@@ -360,6 +362,9 @@ def main() -> int:
             exporter.stop()
     results["scrape"] = {str(n): scrape(n, max(runs, 5)) for n in (1_000, 10_000, 50_000)}
     results["drift"] = drift(max(runs, 5))
+    from bench.proxy import proxy_latency
+
+    results["proxy"] = proxy_latency(1_000 if args.quick else 3_000, runs)
     naive = results["naive_observe"]["median"]
     rows = [
         ("naive observe() per feature, in-process", f"{naive:,.0f} events/s", ""),
@@ -402,6 +407,16 @@ def main() -> int:
             f"x{r['scipy_ks_2samp_45_numeric_ms']['median'] / r['all_tests_ms']['median']:.0f}"
             f" faster than ks_2samp on raw windows "
             f"({r['scipy_ks_2samp_45_numeric_ms']['median']:.0f} ms)",
+        )
+    )
+    r = results["proxy"]
+    rows.append(
+        (
+            "proxy added latency (10 rows x 50 features)",
+            f"p50 {r['added_p50_ms']['median']:.2f} ms, p99 {r['added_p99_ms']['median']:.2f} ms",
+            f"direct p50 {r['direct_p50_ms']['median']:.2f} ms, p99 "
+            f"{r['direct_p99_ms']['median']:.2f} ms; captured {r['rows_captured']:,.0f} of "
+            f"{r['rows_sent']:,} rows",
         )
     )
     if args.memory_10m:
