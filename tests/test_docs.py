@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 from mlmon import synthetic
+from mlmon.capture import CAPTURE_FAILURES, PROTOCOLS
 from mlmon.cli import build_registry
-from mlmon.config import LIMIT_DEFAULTS, THRESHOLDS, load_config
+from mlmon.config import LIMIT_DEFAULTS, THRESHOLDS, ProxySettings, load_config
 from mlmon.events import REJECT_REASONS
 from mlmon.monitor import Monitor
+from mlmon.proxy import UPSTREAM_FAILURES, ProxyStats
 from test_tasks import _monitor, _rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +19,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def _families(mon: Monitor) -> set[str]:
-    registry = build_registry(mon)
+    registry = build_registry(mon, ProxyStats())
     return {f.name for f in registry.collect() if not f.name.startswith("process_")}
 
 
@@ -80,6 +82,21 @@ def test_every_threshold_limit_and_reason_is_in_the_readme():
     for reason in REJECT_REASONS:
         if reason != "internal_error":
             assert f"`{reason}`" in README, reason
+    for word in (*CAPTURE_FAILURES, *UPSTREAM_FAILURES, *PROTOCOLS):
+        assert f"`{word}`" in README, word
+
+
+def test_every_proxy_setting_is_in_the_readme():
+    import dataclasses
+
+    keys = {
+        "timeout_seconds": "timeout",
+        "connect_timeout_seconds": "connect_timeout",
+        "routes": "models.<name>",
+    }
+    for f in dataclasses.fields(ProxySettings):
+        key = keys.get(f.name, f.name)
+        assert f"`proxy.{key}`" in README or f"`proxy.{key}`," in README, key
 
 
 def test_dockerfile_copies_files_that_exist():
