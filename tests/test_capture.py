@@ -261,3 +261,84 @@ def test_unknown_models_and_oversized_bodies(capturer):
     with pytest.raises(CaptureError) as e:
         capturer.events(ex)
     assert e.value.reason == "too_large"
+
+
+# -- fuzzing: any payload either becomes events the monitor accepts, or a counted reason --
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = [
+    "instances", "inputs", "outputs", "predictions", "dataframe_split", "dataframe_records",
+    "columns", "data", "name", "shape", "datatype", "model_version", "id", *ORDER,
+]  # fmt: skip
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["DE", "FP64", "BYTES", "INT64", "label"]),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(st.one_of(st.sampled_from(_KEYS), st.text(max_size=4)), inner, max_size=5),
+    ),
+    max_leaves=20,
+)
+_tensor = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(ORDER),
+        "shape": st.lists(st.integers(0, 4), min_size=1, max_size=2),
+        "datatype": st.sampled_from(["FP64", "BYTES", "INT64"]),
+        "data": st.lists(_scalars, max_size=8),
+    }
+)
+_requests = st.one_of(
+    _json,
+    st.fixed_dictionaries({"instances": st.lists(st.lists(_scalars, max_size=8), max_size=4)}),
+    st.fixed_dictionaries({"inputs": st.lists(_tensor, max_size=3)}),
+    st.fixed_dictionaries(
+        {
+            "dataframe_records": st.lists(
+                st.dictionaries(st.sampled_from(ORDER), _scalars), max_size=4
+            )
+        }
+    ),
+)
+_responses = st.one_of(
+    _json,
+    st.fixed_dictionaries({"predictions": st.lists(_json, max_size=4)}),
+    st.fixed_dictionaries({"outputs": st.lists(_tensor, max_size=2)}),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    protocol=st.sampled_from(["kserve_v1", "oip_v2", "mlflow"]),
+    req=_requests,
+    resp=_responses,
+    status=st.sampled_from([200, 200, 200, 400, 500]),
+)
+def test_any_payload_gives_events_or_a_reason(capturer, protocol, req, resp, status):
+    from mlmon.capture import CAPTURE_FAILURES
+
+    mon = _fuzz_monitor()
+    try:
+        name, events = capturer.events(exchange(protocol, req, resp, status=status))
+    except CaptureError as e:
+        assert e.reason in CAPTURE_FAILURES
+        return
+    batch, details = mon.models[name].ingest(events, partial=True)  # never raises
+    assert batch.n + len({d["index"] for d in details}) == len(events)
+
+
+_FUZZ: list[Monitor] = []
+
+
+def _fuzz_monitor() -> Monitor:
+    if not _FUZZ:
+        _FUZZ.append(Monitor(load_config(ROOT / "examples" / "mlmon.yml")))
+    return _FUZZ[0]

@@ -313,3 +313,49 @@ def test_keep_alive_and_expect_continue(stack):
         while b'"predictions"' not in data or not data.rstrip().endswith(b"}"):
             data += s.recv(65536)
         assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_hostile_bytes_never_take_the_proxy_down(stack):
+    """Garbage, truncated heads, smuggling attempts, oversized heads and broken chunked
+    bodies: each gets a 4xx or a closed connection, and the proxy keeps serving."""
+    exporter, _ = stack
+    rng = random.Random(99)
+    path = f"/v1/models/{MODEL}:predict"
+    cases = [
+        b"\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET / SPDY/3\r\n\r\n",
+        b"POST " + path.encode() + b" HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST " + path.encode() + b" HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"POST " + path.encode() + b" HTTP/1.1\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST " + path.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST " + path.encode() + b" HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"POST " + path.encode() + b' HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"inst',
+        b"POST " + path.encode() + b" HTTP/1.1\r\nbad header line\r\n\r\n",
+    ]
+    cases += [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) for _ in range(150)]
+    cases += [
+        b"POST " + path.encode() + b" HTTP/1.1\r\n" + bytes(rng.getrandbits(8) for _ in range(60))
+        + b"\r\n\r\n"
+        for _ in range(50)
+    ]  # fmt: skip
+    statuses = set()
+    for raw in cases:
+        with socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=5) as s:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except (ConnectionResetError, TimeoutError):
+                pass
+        if data:
+            statuses.add(data.split(b" ", 2)[1])
+    assert statuses <= {b"400", b"431", b"502", b"504", b"200", b"501"}, statuses
+    assert {b"400", b"431"} <= statuses
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]]}).encode()
+    assert raw_call(exporter.proxy_port, "POST", path, body).startswith(b"HTTP/1.1 200")
+    log = exporter.log.read_text()
+    assert "Traceback" not in log, log[-3000:]

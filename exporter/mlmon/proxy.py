@@ -81,6 +81,10 @@ class _UpstreamError(Exception):
         self.sent = sent  # part of the response already went to the client
 
 
+class _ClientBodyError(Exception):
+    """The caller's request body is not valid HTTP framing."""
+
+
 class _Head:
     """A parsed request or response head, kept with its raw bytes for forwarding."""
 
@@ -181,11 +185,19 @@ class Proxy:
             raw = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             return False  # the client closed between requests
+        except asyncio.LimitOverrunError:
+            writer.write(_plain(431, b"request head over 64 KiB\n"))
+            await writer.drain()
+            return False
         started = time.time()
         t0 = time.perf_counter()
         try:
             head = _Head(raw)
             method, target, version = head.first.split(b" ", 2)
+            if head.chunked and b"content-length" in head.headers:
+                raise ValueError("both Content-Length and chunked")  # a smuggling attempt
+            if not version.startswith(b"HTTP/1."):
+                raise ValueError("not HTTP/1.x")
         except ValueError:
             writer.write(_plain(400, b"malformed request head\n"))
             await writer.drain()
@@ -216,6 +228,10 @@ class Proxy:
             status = int(resp_head.first.split(b" ", 2)[1])
             if resp_head.close or _until_close(resp_head, method):
                 keep_alive = False  # the caller was told (or will see) the connection end
+        except _ClientBodyError:
+            writer.write(_plain(400, b"malformed request body\n"))
+            await writer.drain()
+            return False
         except _UpstreamError as e:
             self.stats.count(self.stats.upstream_failures, e.reason)
             if e.sent:
@@ -288,7 +304,13 @@ class Proxy:
                         uw.write(raw_head + body)
                     else:
                         uw.write(raw_head)
-                        ex.request_body, ex.too_large = await _relay_body(head, creader, uw, limit)
+                        try:
+                            ex.request_body, ex.too_large = await _relay_body(
+                                head, creader, uw, limit
+                            )
+                        except (ValueError, asyncio.IncompleteReadError):
+                            uw.close()
+                            raise _ClientBodyError from None
                     await uw.drain()
                     try:
                         resp = await _read_response_head(ur, cwriter)
@@ -475,7 +497,12 @@ def _without_header(raw: bytes, name: bytes) -> bytes:
     return b"\r\n".join(kept) + b"\r\n\r\n"
 
 
-_REASONS = {400: b"Bad Request", 502: b"Bad Gateway", 504: b"Gateway Timeout"}
+_REASONS = {
+    400: b"Bad Request",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    504: b"Gateway Timeout",
+}
 
 
 def _plain(status: int, body: bytes, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
