@@ -395,13 +395,12 @@ def _v2_response(resp: Any, route: RouteSettings) -> Decoded:
     if key not in tensors:
         raise _unrecognised(f"no output tensor {key!r}")
     out = tensors[key]
-    outputs = out.reshape(out.shape[0], -1).tolist() if out.ndim > 1 else out.tolist()
+    outputs = _per_row(out)
     scores = None
     if route.scores is not None:
         if route.scores not in tensors:
             raise _unrecognised(f"no output tensor {route.scores!r}")
-        s = tensors[route.scores]
-        scores = s.reshape(s.shape[0], -1).tolist() if s.ndim > 1 else s.tolist()
+        scores = _per_row(tensors[route.scores])
     version = resp.get("model_version")
     return Decoded(
         rows=[],
@@ -409,6 +408,13 @@ def _v2_response(resp: Any, route: RouteSettings) -> Decoded:
         scores=scores,
         version=version if isinstance(version, str) else None,
     )
+
+
+def _per_row(arr: np.ndarray) -> list[Any]:
+    """A tensor's values per row: scalars for [rows], lists for [rows, ...]."""
+    if arr.ndim == 1:
+        return arr.tolist()
+    return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:]))).tolist()
 
 
 # MLflow /invocations: dataframe_split, dataframe_records, instances or inputs
