@@ -16,7 +16,7 @@ from dataclasses import dataclass
 OUTCOMES = ("matched", "unmatched", "expired", "duplicate")
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     version: str
     time: float
@@ -47,6 +47,18 @@ class LabelStore:
             self._items[key] = pending
             while len(self._items) > self.max_entries:
                 _, old = self._items.popitem(last=False)
+                if not old.labelled:
+                    self.evicted += 1
+
+    def put_many(self, keys: list[str], pendings: list[Pending]) -> None:
+        """`put` for a whole batch, under one lock."""
+        with self.lock:
+            items = self._items
+            for key in items.keys() & keys:  # ids seen before move to the newest end
+                items.move_to_end(key)
+            items.update(zip(keys, pendings, strict=True))
+            while len(items) > self.max_entries:
+                _, old = items.popitem(last=False)
                 if not old.labelled:
                     self.evicted += 1
 

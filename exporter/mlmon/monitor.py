@@ -139,25 +139,25 @@ class ModelMonitor:
 
     def _remember(self, batch: Batch) -> None:
         """Successful predictions with an id wait in the label store for their label."""
+        rows = [i for i, key in enumerate(batch.ids) if key is not None]
+        if not rows:
+            return
+        if not batch.ok.all():
+            rows = [i for i in rows if batch.ok[i]]
         now = self.clock()
-        no_groups = ()
-        for i, key in enumerate(batch.ids):
-            if key is None or not batch.ok[i]:
-                continue
-            groups = (
-                tuple(int(g) for g in batch.group_idx[i]) if batch.group_idx.size else no_groups
-            )
-            self.labels.put(
-                str(key),
-                Pending(
-                    version=batch.versions[i],
-                    time=now,
-                    predicted=int(batch.pred_idx[i]),
-                    value=float(batch.pred_value[i]),
-                    score=float(batch.score[i]),
-                    groups=groups,
-                ),
-            )
+        versions = batch.versions
+        predicted = batch.pred_idx.tolist()
+        value = batch.pred_value.tolist()
+        score = batch.score.tolist()
+        if batch.group_idx.size:
+            gi = [tuple(g) for g in batch.group_idx.tolist()]
+        else:
+            gi = [()] * batch.n
+        ids = batch.ids
+        self.labels.put_many(
+            [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows],
+            [Pending(versions[i], now, predicted[i], value[i], score[i], gi[i]) for i in rows],
+        )
 
     def ingest_labels(self, items: list[Any], partial: bool = False) -> tuple[dict, list[dict]]:
         """Join labels to their predictions; returns counts by outcome and the error details
