@@ -6,30 +6,35 @@ with a 4xx status, counted under a bounded reason; nothing is applied from a ref
 
 from __future__ import annotations
 
-import gzip
 import html
-import io
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
+from .api import Api, Reply
 from .auth import Tokens, fingerprint
-from .auth import check as auth_check
 from .config import THRESHOLDS, ConfigError
-from .events import BadRequest, decode_events, decode_json
-from .labels import OUTCOMES
+from .events import BadRequest, decode_json
 from .monitor import ModelMonitor, Monitor
 
 log = logging.getLogger("mlmon.web")
 audit = logging.getLogger("mlmon.audit")
 _TRUE = {"1", "true", "yes"}
+
+
+def to_response(r: Reply) -> Response:
+    resp = Response(r.body, status=r.status, content_type=r.content_type)
+    for k, v in r.headers:
+        resp.headers[k] = v
+    return resp
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -46,6 +51,7 @@ def create_app(
     app = Flask("mlmon")
     counters = monitor.counters
     tokens = tokens or Tokens()
+    api = Api(monitor, registry, tokens)
     # which token guards which view; admin views are refused when no admin token is set
     guarded = {
         "predictions": tokens.ingest,
@@ -58,19 +64,7 @@ def create_app(
     }
     admin_views = {"put_thresholds", "reload", "rebaseline", "restore_baseline"}
 
-    def unknown_model_error(model: str) -> BadRequest:
-        return BadRequest(
-            404,
-            "unknown_model",
-            f"unknown model {model!r}",
-            [
-                {
-                    "field": "model",
-                    "message": "not in the configuration; known: "
-                    f"{', '.join(sorted(monitor.models))}",
-                }
-            ],
-        )
+    unknown_model_error = api.unknown_model
 
     def log_admin(action: str, **fields: Any) -> None:
         """One audit line per admin action: who, which token (by hash), what changed."""
@@ -99,21 +93,8 @@ def create_app(
                     403,
                 )
             return None
-        status = auth_check(request.headers.get("Authorization"), token)
-        if status == 200:
-            return None
-        counters.count(counters.rejected, (view, "unauthorized" if status == 401 else "forbidden"))
-        resp = _json(
-            {
-                "error": "a bearer token is required" if status == 401 else "wrong token",
-                "reason": "unauthorized" if status == 401 else "forbidden",
-                "details": [],
-            },
-            status,
-        )
-        if status == 401:
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="mlmon"'
-        return resp
+        refused = api.authorize(view, token, request.headers.get("Authorization"))
+        return to_response(refused) if refused is not None else None
 
     @app.post("/v1/models/<model>/baseline")
     def rebaseline(model: str) -> Response:
@@ -161,7 +142,10 @@ def create_app(
         if m is None:
             return _json(unknown_model_error(model).body(), 404)
         try:
-            doc = decode_json(read_body("thresholds"))
+            api.check_length(request.content_length)
+            doc = decode_json(
+                api.decoded_body(body_for_api(), request.headers.get("Content-Encoding"))
+            )
         except BadRequest as e:
             return _json(e.body(), e.status)
         details = []
@@ -197,88 +181,33 @@ def create_app(
         )
         return _json({"model": model, "thresholds": dict(m.thresholds)})
 
-    def refuse(endpoint: str, e: BadRequest, model: str | None = None) -> Response:
-        counters.count(counters.rejected, (endpoint, e.reason))
-        if model is not None and e.details:
-            counters.count(
-                counters.rejected_events, model, len({d.get("index") for d in e.details})
-            )
-        return _json(e.body(), e.status)
-
-    def read_body(endpoint: str) -> bytes:
+    def body_for_api() -> bytes:
+        """The body, unless its declared length is already over the limit (the API refuses
+        it by that length without it being read)."""
         limit = monitor.config.limits["max_body_bytes"]
         if request.content_length is not None and request.content_length > limit:
-            raise BadRequest(
-                413,
-                "body_too_large",
-                f"body of {request.content_length} bytes exceeds the limit of {limit}",
+            return b""
+        return request.stream.read(limit + 1)
+
+    def ingest(handler: Callable[..., Reply], model: str) -> Response:
+        return to_response(
+            handler(
+                model,
+                body_for_api(),
+                request.content_length,
+                request.content_type,
+                request.headers.get("Content-Encoding"),
+                request.args.get("partial"),
             )
-        body = request.stream.read(limit + 1)
-        if len(body) > limit:
-            raise BadRequest(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-        if request.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:
-                    body = gz.read(limit + 1)
-            except (OSError, EOFError) as e:
-                raise BadRequest(400, "malformed_body", f"invalid gzip body: {e}") from None
-            if len(body) > limit:
-                raise BadRequest(
-                    413, "body_too_large", f"decompressed body exceeds the limit of {limit} bytes"
-                )
-        return body
+        )
 
     @app.post("/v1/models/<model>/predictions")
     def predictions(model: str) -> Response:
-        endpoint = "predictions"
-        counters.count(counters.requests, endpoint)
-        m = monitor.models.get(model)
-        try:
-            if m is None:
-                raise unknown_model_error(model)
-            body = read_body(endpoint)
-            events = decode_events(body, request.content_type or "")
-            if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
-                # the columnar form: {"columns": {"features": {name: [...]}, ...}}
-                batch, details = m.ingest_columns(events[0]["columns"]), []
-            else:
-                partial = request.args.get("partial", "").lower() in _TRUE
-                batch, details = m.ingest(events, partial=partial)
-        except BadRequest as e:
-            return refuse(endpoint, e, model if m is not None else None)
-        counters.count(counters.events, model, batch.n)
-        if details:
-            bad = len({d["index"] for d in details})
-            counters.count(counters.rejected_events, model, bad)
-            return _json({"accepted": batch.n, "rejected": bad, "details": details})
-        return _json({"accepted": batch.n, "rejected": 0})
+        return ingest(api.predictions, model)
 
     @app.post("/v1/models/<model>/labels")
     def labels(model: str) -> Response:
-        endpoint = "labels"
-        counters.count(counters.requests, endpoint)
-        m = monitor.models.get(model)
-        try:
-            if m is None:
-                raise unknown_model_error(model)
-            body = read_body(endpoint)
-            items = decode_events(body, request.content_type or "", list_key="labels")
-            limits = monitor.config.limits
-            if len(items) > limits["max_batch_events"]:
-                raise BadRequest(
-                    413,
-                    "batch_too_large",
-                    f"{len(items)} labels exceed the limit of {limits['max_batch_events']}",
-                )
-            partial = request.args.get("partial", "").lower() in _TRUE
-            outcomes, details = m.ingest_labels(items, partial=partial)
-        except BadRequest as e:
-            return refuse(endpoint, e, model if m is not None else None)
-        out = {k: outcomes.get(k, 0) for k in OUTCOMES}
-        out["rejected"] = len(details)
-        if details:
-            out["details"] = details[:100]
-        return _json(out)
+        return ingest(api.labels, model)
 
     @app.get("/v1/models")
     def models() -> Response:
@@ -293,13 +222,7 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        body = generate_latest(registry)
-        headers = {"Content-Type": CONTENT_TYPE_LATEST}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            # Level 1: a fraction of the cost of level 9 for a similar size on this text.
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return Response(body, headers=headers)
+        return to_response(api.metrics(request.headers.get("Accept-Encoding")))
 
     @app.get("/healthz")
     def healthz() -> Response:
