@@ -39,11 +39,11 @@ def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> Collect
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import waitress
-
+    from .api import Api
     from .auth import load_tokens
     from .monitor import Monitor
     from .proxy import ProxyStats
+    from .server import Server
     from .web import create_app
 
     cfg = load_config(args.config)
@@ -56,7 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = _with_proxy(cfg, args.upstream, args.proxy_listen_address)
     monitor = Monitor(cfg)
     proxy_stats = ProxyStats() if cfg.proxy is not None else None
-    app = create_app(monitor, build_registry(monitor, proxy_stats), load_tokens(cfg))
+    tokens = load_tokens(cfg)
+    registry = build_registry(monitor, proxy_stats)
+    app = create_app(monitor, registry, tokens)
+    server = Server(Api(monitor, registry, tokens), app, tokens, cfg.server.threads)
     if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
         from .proxy import Proxy
 
@@ -89,14 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(0)
 
         signal.signal(signal.SIGTERM, on_term)
-    waitress.serve(
-        app,
-        sockets=[sock],
-        threads=cfg.server.threads,
-        ident="mlmon",
-        clear_untrusted_proxy_headers=True,
-        _quiet=True,
-    )
+    server.serve_forever(sock)
     return 0
 
 

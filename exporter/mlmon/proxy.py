@@ -30,6 +30,7 @@ import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
 from .config import ProxySettings, split_address
+from .httpio import Head, plain
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -44,7 +45,6 @@ CAPTURE_DELAY_SECONDS = 0.05
 SWITCH_INTERVAL_SECONDS = 0.0002
 _HEAD_LIMIT = 64 * 1024
 _PIECE = 64 * 1024
-_KEPT_HEADERS = frozenset({b"content-type", b"content-encoding"})
 
 
 class ProxyStats:
@@ -83,42 +83,6 @@ class _UpstreamError(Exception):
 
 class _ClientBodyError(Exception):
     """The caller's request body is not valid HTTP framing."""
-
-
-class _Head:
-    """A parsed request or response head, kept with its raw bytes for forwarding."""
-
-    __slots__ = ("chunked", "close", "first", "headers", "length", "raw")
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        lines = raw[:-4].split(b"\r\n")
-        self.first = lines[0]
-        self.headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise ValueError("malformed header line")
-            key = name.strip().lower()
-            value = value.strip()
-            if key in self.headers:  # repeated headers: comma-joined, as HTTP allows
-                self.headers[key] += b", " + value
-            else:
-                self.headers[key] = value
-        te = self.headers.get(b"transfer-encoding", b"").lower()
-        self.chunked = te.endswith(b"chunked")
-        cl = self.headers.get(b"content-length")
-        self.length = int(cl) if cl is not None and not self.chunked else None
-        if self.length is not None and self.length < 0:
-            raise ValueError("negative content-length")
-        self.close = b"close" in self.headers.get(b"connection", b"").lower()
-
-    def text_headers(self) -> dict[str, str]:
-        return {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in self.headers.items()
-            if k in _KEPT_HEADERS or k.startswith(b"x-")
-        }
 
 
 class Proxy:
@@ -186,20 +150,20 @@ class Proxy:
         except asyncio.IncompleteReadError:
             return False  # the client closed between requests
         except asyncio.LimitOverrunError:
-            writer.write(_plain(431, b"request head over 64 KiB\n"))
+            writer.write(plain(431, b"request head over 64 KiB\n"))
             await writer.drain()
             return False
         started = time.time()
         t0 = time.perf_counter()
         try:
-            head = _Head(raw)
+            head = Head(raw)
             method, target, version = head.first.split(b" ", 2)
             if head.chunked and b"content-length" in head.headers:
                 raise ValueError("both Content-Length and chunked")  # a smuggling attempt
             if not version.startswith(b"HTTP/1."):
                 raise ValueError("not HTTP/1.x")
         except ValueError:
-            writer.write(_plain(400, b"malformed request head\n"))
+            writer.write(plain(400, b"malformed request head\n"))
             await writer.drain()
             return False
         keep_alive = not head.close and version == b"HTTP/1.1"
@@ -229,7 +193,7 @@ class Proxy:
             if resp_head.close or _until_close(resp_head, method):
                 keep_alive = False  # the caller was told (or will see) the connection end
         except _ClientBodyError:
-            writer.write(_plain(400, b"malformed request body\n"))
+            writer.write(plain(400, b"malformed request body\n"))
             await writer.drain()
             return False
         except _UpstreamError as e:
@@ -243,7 +207,7 @@ class Proxy:
                 "reason": e.reason,
                 "upstream": self.settings.upstream,
             }
-            writer.write(_plain(status, orjson.dumps(msg) + b"\n", b"application/json"))
+            writer.write(plain(status, orjson.dumps(msg) + b"\n", b"application/json"))
             ex.status, ex.failure = status, e.reason
             ex.latency = time.perf_counter() - t0
             if (head.length and body is None) or head.chunked:
@@ -286,13 +250,13 @@ class Proxy:
     async def _forward(
         self,
         raw_head: bytes,
-        head: _Head,
+        head: Head,
         body: bytes | None,
         creader: asyncio.StreamReader,
         cwriter: asyncio.StreamWriter,
         ex: Exchange,
         method: bytes,
-    ) -> _Head:
+    ) -> Head:
         limit = self.settings.max_capture_bytes
         for attempt in (0, 1):
             ur, uw, reused = await self._connect()
@@ -414,13 +378,13 @@ class Proxy:
                     log.debug("captured events invalid: %s", details[:3])
 
 
-async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> _Head:
+async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> Head:
     """The final response head; interim 1xx responses are relayed as they come."""
     while True:
         raw = await reader.readuntil(b"\r\n\r\n")
         if not raw.startswith(b"HTTP/1."):
             raise ValueError("not an HTTP response")
-        head = _Head(raw)
+        head = Head(raw)
         code = head.first.split(b" ", 2)[1]
         if not code.isdigit():
             raise ValueError("bad status")
@@ -430,18 +394,18 @@ async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.Str
         return head
 
 
-def _bodiless(head: _Head) -> bool:
+def _bodiless(head: Head) -> bool:
     code = head.first.split(b" ", 2)[1]
     return code.startswith(b"1") or code in (b"204", b"304")
 
 
-def _until_close(head: _Head, method: bytes) -> bool:
+def _until_close(head: Head, method: bytes) -> bool:
     """Whether the response body runs until the connection closes."""
     return head.length is None and not head.chunked and not _bodiless(head) and method != b"HEAD"
 
 
 async def _relay_body(
-    head: _Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+    head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
 ) -> tuple[bytes, bool]:
     """Copy a message body from reader to writer unchanged; returns the decoded body (for
     capture) and whether it was over ``limit`` (then it is not kept)."""
@@ -495,21 +459,3 @@ def _without_header(raw: bytes, name: bytes) -> bytes:
         line for line in lines[1:] if line.partition(b":")[0].strip().lower() != name
     ]
     return b"\r\n".join(kept) + b"\r\n\r\n"
-
-
-_REASONS = {
-    400: b"Bad Request",
-    431: b"Request Header Fields Too Large",
-    502: b"Bad Gateway",
-    504: b"Gateway Timeout",
-}
-
-
-def _plain(status: int, body: bytes, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-        status,
-        _REASONS[status],
-        ctype,
-        len(body),
-        body,
-    )
