@@ -498,6 +498,9 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
         if col is None:
             continue
         vocab, other = block.vocab[j], block.other_index(j)
+        if set(map(type, col)) == {str} and max(map(len, col), default=0) <= max_str:
+            cat_idx[:, j] = [vocab.get(v, other) for v in col]  # the common case, no checks
+            continue
         for i, v in enumerate(col):
             if v is None or (type(v) is float and not math.isfinite(v)):
                 continue
@@ -510,7 +513,16 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
     if schema.prediction_classes is not None:
         vocab = schema.prediction_classes.vocab[0]
         other = len(vocab)
-        for i, p in enumerate(pred):
+        kinds = set(map(type, pred))
+        checked = pred
+        if kinds == {str} and max(map(len, pred), default=0) <= max_str:
+            pred_idx[:] = [vocab.get(p, other) for p in pred]
+            checked = []
+        elif kinds == {int}:
+            lut = {p: vocab.get(str(p), other) for p in set(pred)}  # a few distinct classes
+            pred_idx[:] = [lut[p] for p in pred]
+            checked = []
+        for i, p in enumerate(checked):
             if not isinstance(p, _CATEGORY_TYPES) or (type(p) is str and len(p) > max_str):
                 errs.add(i, "prediction", f"expected a class, got {_type_name(p)}")
                 break
