@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 from mlmon import synthetic
+from mlmon.api import Api
+from mlmon.auth import Tokens
 from mlmon.baseline import build_profile, read_training_data, write_profile
-from mlmon.cli import build_registry
+from mlmon.cli import build_exposition
 from mlmon.config import Config, load_config
 from mlmon.monitor import Monitor
 from mlmon.web import create_app
@@ -47,9 +49,12 @@ class Env:
         return Monitor(self.config, clock=clock) if clock else Monitor(self.config)
 
     def app(self, clock: Callable[[], float] | None = None):
+        """A monitor, its registry and the Flask app, serving /metrics with the same
+        renderer as `mlmon serve`."""
         mon = self.monitor(clock)
-        registry = build_registry(mon)
-        return mon, registry, create_app(mon, registry)
+        registry, render = build_exposition(mon)
+        api = Api(mon, registry, Tokens(), render)
+        return mon, registry, create_app(mon, registry, None, api)
 
 
 def make_env(

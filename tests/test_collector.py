@@ -11,6 +11,7 @@ from helpers import FakeClock, require_binary
 from mlmon import synthetic
 from mlmon.config import THRESHOLDS
 from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 MODEL = "credit-risk"
@@ -170,3 +171,89 @@ def test_exposition_passes_promtool_and_the_parser(loaded):
     assert "mlmon_feature_drift_score" in families
     res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert res.returncode == 0 and res.stdout == b"" and res.stderr == b"", res.stdout + res.stderr
+
+
+def _semantic(text: str) -> tuple[dict, dict]:
+    """Families (type, help) and samples (value, NaN as a string) of exposition text."""
+    import math
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams, samples = {}, {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("process_"):  # the process's own CPU and memory move
+            continue
+        fams[fam.name] = (fam.type, fam.documentation)
+        for s in fam.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in samples, key
+            samples[key] = "NaN" if math.isnan(s.value) else s.value
+    return fams, samples
+
+
+def test_the_fast_renderer_writes_what_the_client_library_writes(tmp_path):
+    """Every family of a binary (versions, groups, labels), a multiclass and a regression
+    model, with a proxy: the renderer's text parses to exactly the families, help texts,
+    samples and values of prometheus_client's generate_latest on the same families."""
+    import subprocess
+
+    from helpers import require_binary
+    from mlmon.cli import build_exposition
+    from mlmon.proxy import ProxyStats
+    from test_docs import loaded_monitors
+
+    stats = ProxyStats()
+    stats.request("kserve_v1", 200, 0.004)
+    stats.count(stats.capture_failures, "malformed_json")
+    total = 0
+    for mon in loaded_monitors(tmp_path):
+        registry, render = build_exposition(mon, stats)
+        fast = render().decode()
+        for _ in range(2):  # the second scrape comes from the label cache
+            assert _semantic(render().decode()) == _semantic(fast)
+        slow = generate_latest(registry).decode()
+        assert _semantic(fast) == _semantic(slow)
+        total += len(_semantic(fast)[1])
+        out = subprocess.run(
+            [require_binary("promtool"), "check", "metrics"], input=fast, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert total > 1_000
+
+
+def test_renderer_escapes_and_formats_like_the_exposition_format():
+    from mlmon.exposition import Family, Renderer, go_float
+    from prometheus_client.utils import floatToGoString
+
+    fam = Family("x_info", 'a "help" with \\ and\nnewline', "gauge", ["a"])
+    for v in ["plain", 'quo"te', "back\\slash", "new\nline"]:
+        fam.add_metric([v], 1.0)
+    h = Family("h_seconds", "h", "histogram", ["m"])
+    h.add(["m1"], [-1.5, 0.0, 2.5e-05, 1e6], [1, 2, 3, 4], 5, -0.5)
+    c = Family("c", "c", "counter", [])
+    c.add_metric([], 12345678.0)
+    text = Renderer().render([fam, h, c]).decode()
+    m = Metric("x_info", 'a "help" with \\ and\nnewline', "gauge")
+    for v in ["plain", 'quo"te', "back\\slash", "new\nline"]:
+        m.add_sample("x_info", {"a": v}, 1.0)
+    assert _semantic(text)[1] == {
+        **_semantic(generate_latest_of([m]))[1],
+        **_semantic(generate_latest_of([h.to_metric()]))[1],
+        **_semantic(generate_latest_of([c.to_metric()]))[1],
+    }
+    for v in (0.0, -0.0, 1.0, 1e-7, 123456.0, 1234567.0, 1e22, 2.5e-05, float("inf"),
+              -float("inf"), float("nan"), 0.1 + 0.2):  # fmt: skip
+        assert go_float(v) == floatToGoString(v)
+
+
+def generate_latest_of(metrics) -> str:
+    from prometheus_client import CollectorRegistry
+
+    class Fixed:
+        def collect(self):
+            return metrics
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Fixed())
+    return generate_latest(reg).decode()

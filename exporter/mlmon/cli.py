@@ -18,6 +18,8 @@ from .baseline import BaselineError, build_profile, read_training_data, write_pr
 from .config import ConfigError, load_config, split_address
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from prometheus_client import CollectorRegistry
 
     from .config import Config
@@ -27,15 +29,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlmon")
 
 
-def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> CollectorRegistry:
-    from prometheus_client import CollectorRegistry, ProcessCollector
+def build_exposition(
+    monitor: Monitor, proxy: ProxyStats | None = None
+) -> tuple[CollectorRegistry, Callable[[], bytes]]:
+    """The registry (prometheus_client's view of every family) and the fast renderer of
+    the same text that /metrics serves."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     from .collector import MlmonCollector
+    from .exposition import Renderer
 
+    collector = MlmonCollector(monitor, proxy)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MlmonCollector(monitor, proxy))
+    registry.register(collector)
     ProcessCollector(registry=registry)
-    return registry
+    process = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=process)
+    renderer = Renderer()
+
+    def render() -> bytes:
+        return renderer.render(collector.families()) + generate_latest(process)
+
+    return registry, render
+
+
+def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> CollectorRegistry:
+    return build_exposition(monitor, proxy)[0]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,9 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     monitor = Monitor(cfg)
     proxy_stats = ProxyStats() if cfg.proxy is not None else None
     tokens = load_tokens(cfg)
-    registry = build_registry(monitor, proxy_stats)
-    app = create_app(monitor, registry, tokens)
-    server = Server(Api(monitor, registry, tokens), app, tokens, cfg.server.threads)
+    registry, render = build_exposition(monitor, proxy_stats)
+    api = Api(monitor, registry, tokens, render)
+    app = create_app(monitor, registry, tokens, api)
+    server = Server(api, app, tokens, cfg.server.threads)
     if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
         from .proxy import Proxy
 

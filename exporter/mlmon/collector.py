@@ -18,18 +18,18 @@ binary model with one numeric feature produces::
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .baseline import OTHER
 from .capture import PROTOCOLS
 from .config import FAILURE_REASONS, THRESHOLDS
 from .evaluation import CLASS_METRICS
+from .exposition import Family
 from .monitor import ModelMonitor, Monitor
 from .proxy import DURATION_BUCKETS, ProxyStats
 from .schema import NumericBlock
@@ -38,28 +38,16 @@ from .state import ABS_ERROR_SCALE, LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, Layout
 MV = ["model", "version"]
 
 
-class HistogramFamily(Metric):
-    """A classic histogram whose ``_count`` and ``_sum`` are always present (the client's
-    helper drops them when the first bucket bound is negative)."""
+def _gauge(name: str, doc: str, labels: Sequence[str] = (), value: float | None = None) -> Family:
+    return Family(name, doc, "gauge", labels, value)
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, "histogram")
-        self._labelnames = tuple(labels)
 
-    def add(
-        self,
-        labels: Sequence[str],
-        bounds: Iterable[float],
-        cumulative: Iterable[float],
-        count: float,
-        total: float,
-    ) -> None:
-        base = dict(zip(self._labelnames, labels, strict=True))
-        for le, c in zip(bounds, cumulative, strict=False):
-            self.add_sample(self.name + "_bucket", {**base, "le": floatToGoString(le)}, float(c))
-        self.add_sample(self.name + "_bucket", {**base, "le": "+Inf"}, float(count))
-        self.add_sample(self.name + "_count", base, float(count))
-        self.add_sample(self.name + "_sum", base, float(total))
+def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> Family:
+    return Family(name, doc, "counter", labels)
+
+
+def _histogram(name: str, doc: str, labels: Sequence[str]) -> Family:
+    return Family(name, doc, "histogram", labels)
 
 
 class MlmonCollector(Collector):
@@ -68,6 +56,12 @@ class MlmonCollector(Collector):
         self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
+        """The families as prometheus_client metrics (the registry's interface)."""
+        for fam in self.families():
+            yield fam.to_metric()
+
+    def families(self) -> Iterator[Family]:
+        """Every family of this scrape, for `exposition.Renderer`."""
         mon = self.monitor
         yield from self._exporter_families()
         if self.proxy is not None:
@@ -78,7 +72,7 @@ class MlmonCollector(Collector):
         yield from families.all()
 
     def _exporter_families(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
+        build = _gauge(
             "mlmon_build_info", "mlmon build information.", labels=["version", "python_version"]
         )
         build.add_metric([__version__, platform.python_version()], 1.0)
@@ -90,7 +84,7 @@ class MlmonCollector(Collector):
             events = dict(c.events)
             rejected_events = dict(c.rejected_events)
             limits = dict(c.limit_hits)
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_ingest_requests",
             "Requests received by the ingest API, by endpoint.",
             labels=["endpoint"],
@@ -98,7 +92,7 @@ class MlmonCollector(Collector):
         for k, v in sorted(requests.items()):
             fam.add_metric([k], v)
         yield fam
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_ingest_rejected_requests",
             "Ingest requests refused, by endpoint and reason.",
             labels=["endpoint", "reason"],
@@ -106,10 +100,8 @@ class MlmonCollector(Collector):
         for (ep, reason), v in sorted(rejected.items()):
             fam.add_metric([ep, reason], v)
         yield fam
-        fam = CounterMetricFamily(
-            "mlmon_ingest_events", "Events accepted and applied.", labels=["model"]
-        )
-        fam_r = CounterMetricFamily(
+        fam = _counter("mlmon_ingest_events", "Events accepted and applied.", labels=["model"])
+        fam_r = _counter(
             "mlmon_ingest_rejected_events",
             "Events refused as invalid (in refused batches or partial acceptance).",
             labels=["model"],
@@ -120,7 +112,7 @@ class MlmonCollector(Collector):
         yield fam
         yield fam_r
         mon = self.monitor
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_snapshot_writes",
             "Snapshots of the state written, by outcome (ok, error).",
             labels=["outcome"],
@@ -128,7 +120,7 @@ class MlmonCollector(Collector):
         for k, v in sorted(mon.snapshot_writes.items()):
             fam.add_metric([k], v)
         yield fam
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_snapshot_restores",
             "Models whose state was read back "
             "at start, by outcome (restored, none, corrupt, "
@@ -138,12 +130,12 @@ class MlmonCollector(Collector):
         for k, v in sorted(mon.snapshot_restores.items()):
             fam.add_metric([k], v)
         yield fam
-        yield GaugeMetricFamily(
+        yield _gauge(
             "mlmon_snapshot_last_success_timestamp_seconds",
             "When the last snapshot was written (0: never).",
             value=mon.last_snapshot,
         )
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_limit_hits", "Times a configured limit was reached.", labels=["limit"]
         )
         for k, v in sorted(limits.items()):
@@ -159,7 +151,7 @@ class MlmonCollector(Collector):
             captured = dict(p.captured)
             counts = {k: list(v) for k, v in p.duration_counts.items()}
             sums = dict(p.duration_sums)
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_proxy_requests",
             "Requests through the proxy, by payload protocol and the status returned "
             "(the upstream's, or 502/504 when the proxy answered itself).",
@@ -168,7 +160,7 @@ class MlmonCollector(Collector):
         for (proto, code), v in sorted(requests.items()):
             fam.add_metric([proto, code], v)
         yield fam
-        fam = HistogramFamily(
+        fam = _histogram(
             "mlmon_proxy_request_duration_seconds",
             "Time from a request's arrival at the proxy to the end of its response, by "
             "payload protocol.",
@@ -183,7 +175,7 @@ class MlmonCollector(Collector):
                 sums[proto],
             )
         yield fam
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_proxy_upstream_failures",
             "Requests the upstream model server did not answer, by reason.",
             labels=["reason"],
@@ -191,7 +183,7 @@ class MlmonCollector(Collector):
         for k, v in sorted(upstream.items()):
             fam.add_metric([k], v)
         yield fam
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_proxy_capture_failures",
             "Proxied inference calls (or parts of them) that gave no events, by reason; the "
             "caller's response is never affected.",
@@ -200,7 +192,7 @@ class MlmonCollector(Collector):
         for k, v in sorted(capture.items()):
             fam.add_metric([k], v)
         yield fam
-        fam = CounterMetricFamily(
+        fam = _counter(
             "mlmon_proxy_captured_requests",
             "Proxied inference calls turned into events, by payload protocol.",
             labels=["protocol"],
@@ -208,7 +200,7 @@ class MlmonCollector(Collector):
         for proto in PROTOCOLS[:-1]:
             fam.add_metric([proto], captured.get(proto, 0))
         yield fam
-        yield GaugeMetricFamily(
+        yield _gauge(
             "mlmon_proxy_capture_queue_length",
             "Proxied calls waiting for capture (bounded by proxy.queue_size).",
             value=p.queue_length,
@@ -704,7 +696,7 @@ class MlmonCollector(Collector):
 
     @staticmethod
     def _hist(
-        fam: HistogramFamily,
+        fam: Family,
         block: NumericBlock,
         counts: np.ndarray,
         total: float,
@@ -791,22 +783,22 @@ class _Families:
     """Families by name, created on first use, so each appears once across all models."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Metric] = {}
+        self._by_name: dict[str, Family] = {}
 
-    def _get(self, name: str, factory: Callable[[], Metric]) -> Metric:
+    def _get(self, name: str, doc: str, kind: str, labels: Sequence[str]) -> Family:
         fam = self._by_name.get(name)
         if fam is None:
-            fam = self._by_name[name] = factory()
+            fam = self._by_name[name] = Family(name, doc, kind, labels)
         return fam
 
-    def gauge(self, name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-        return self._get(name, lambda: GaugeMetricFamily(name, doc, labels=labels))
+    def gauge(self, name: str, doc: str, labels: list[str]) -> Family:
+        return self._get(name, doc, "gauge", labels)
 
-    def counter(self, name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
-        return self._get(name, lambda: CounterMetricFamily(name, doc, labels=labels))
+    def counter(self, name: str, doc: str, labels: list[str]) -> Family:
+        return self._get(name, doc, "counter", labels)
 
-    def histogram(self, name: str, doc: str, labels: list[str]) -> HistogramFamily:
-        return self._get(name, lambda: HistogramFamily(name, doc, labels))
+    def histogram(self, name: str, doc: str, labels: list[str]) -> Family:
+        return self._get(name, doc, "histogram", labels)
 
-    def all(self) -> Iterator[Metric]:
+    def all(self) -> Iterator[Family]:
         return iter(self._by_name.values())

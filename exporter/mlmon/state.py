@@ -9,10 +9,11 @@ leaves the window. Memory depends on the schema only, never on the length of the
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,10 +49,11 @@ ABS_ERROR_SCALE = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 class Part:
     start: int
     shape: tuple[int, ...]
+    stop: int = field(init=False)
 
-    @property
-    def stop(self) -> int:
-        return self.start + int(np.prod(self.shape))
+    def __post_init__(self) -> None:
+        # read at every scrape for every family: computed once
+        object.__setattr__(self, "stop", self.start + math.prod(self.shape))
 
 
 class Layout:

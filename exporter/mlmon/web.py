@@ -46,12 +46,15 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def create_app(
-    monitor: Monitor, registry: CollectorRegistry, tokens: Tokens | None = None
+    monitor: Monitor,
+    registry: CollectorRegistry,
+    tokens: Tokens | None = None,
+    api: Api | None = None,
 ) -> Flask:
     app = Flask("mlmon")
     counters = monitor.counters
     tokens = tokens or Tokens()
-    api = Api(monitor, registry, tokens)
+    api = api or Api(monitor, registry, tokens)
     # which token guards which view; admin views are refused when no admin token is set
     guarded = {
         "predictions": tokens.ingest,
