@@ -71,14 +71,14 @@ def numeric_scores(
     ref = block.ref_counts
     n = live.sum(axis=-1)
     enough = n >= min_samples
-    ref_c, live_c = block.coarse_counts(ref), block.coarse_counts(live)
+    ref_c, live_c = block.ref_coarse, block.coarse_counts(live)
     d, p = stats.ks(ref, live, p_value)
-    spread = np.where(block.stds > 0, block.stds, 1.0)
     scores = {
-        "psi": stats.psi(ref_c, live_c),
-        "js": stats.jensen_shannon(ref_c, live_c),
+        "psi": stats.psi(ref_c, live_c, ref_p=block.ref_coarse_p),
+        "js": stats.jensen_shannon(ref_c, live_c, ref_p=block.ref_coarse_p),
         "ks": d,
-        "wasserstein": stats.wasserstein(ref, live, block.points) / spread,
+        "wasserstein": stats.wasserstein(ref, live, block.points, ref_p=block.ref_fine_p)
+        / block.spread,
     }
     nan = np.full(n.shape, np.nan)
     scores = {k: np.where(enough, v, nan) for k, v in scores.items()}
@@ -91,7 +91,11 @@ def categorical_scores(block: CategoricalBlock, live: np.ndarray, min_samples: i
     n = live.sum(axis=-1)
     enough = n >= min_samples
     stat, p = stats.chi_squared(ref, live)
-    scores = {"psi": stats.psi(ref, live), "js": stats.jensen_shannon(ref, live), "chi2": stat}
+    scores = {
+        "psi": stats.psi(ref, live, ref_p=block.ref_p),
+        "js": stats.jensen_shannon(ref, live, ref_p=block.ref_p),
+        "chi2": stat,
+    }
     nan = np.full(n.shape, np.nan)
     scores = {k: np.where(enough, v, nan) for k, v in scores.items()}
     p = np.where(enough, p, nan)

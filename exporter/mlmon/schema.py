@@ -9,10 +9,12 @@ operations and the drift statistics run over all features at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from . import stats
 from .baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
 from .config import FeatureSpec, ModelConfig
 
@@ -35,6 +37,23 @@ class NumericBlock:
     mins: np.ndarray  # [F]
     maxs: np.ndarray  # [F]
     stds: np.ndarray  # [F]
+
+    @cached_property
+    def ref_coarse(self) -> np.ndarray:
+        """The reference's coarse counts (drift compares every window with them)."""
+        return self.coarse_counts(self.ref_counts)
+
+    @cached_property
+    def ref_fine_p(self) -> np.ndarray:
+        return stats.reference_proportions(self.ref_counts)
+
+    @cached_property
+    def ref_coarse_p(self) -> np.ndarray:
+        return stats.reference_proportions(self.ref_coarse)
+
+    @cached_property
+    def spread(self) -> np.ndarray:
+        return np.where(self.stds > 0, self.stds, 1.0)
 
     @property
     def width(self) -> int:
@@ -110,6 +129,11 @@ class CategoricalBlock:
     categories: tuple[tuple[str, ...], ...]  # vocabulary + (OTHER,) per column
     ref_counts: np.ndarray  # [G, K] padded with zeros
     ref_missing: np.ndarray  # [G]
+
+    @cached_property
+    def ref_p(self) -> np.ndarray:
+        """The reference's proportions (drift compares every window with them)."""
+        return stats.reference_proportions(self.ref_counts)
 
     @property
     def width(self) -> int:

@@ -25,9 +25,20 @@ def _proportions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, n
 
 
-def psi(ref: np.ndarray, live: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+def reference_proportions(ref: np.ndarray) -> np.ndarray:
+    """The reference's proportions, for callers that test many windows against it (pass
+    as ``ref_p``)."""
+    return _proportions(ref)[0]
+
+
+def psi(
+    ref: np.ndarray,
+    live: np.ndarray,
+    epsilon: float = PSI_EPSILON,
+    ref_p: np.ndarray | None = None,
+) -> np.ndarray:
     """Population stability index: sum((q - p) * ln(q / p)), proportions floored at epsilon."""
-    p, _ = _proportions(ref)
+    p = ref_p if ref_p is not None else _proportions(ref)[0]
     q, _ = _proportions(live)
     both_empty = (p == 0) & (q == 0)
     p = np.maximum(p, epsilon)
@@ -41,9 +52,11 @@ def _xlogy_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(a > 0, a * np.log(a / np.where(b > 0, b, 1.0)), 0.0)
 
 
-def jensen_shannon(ref: np.ndarray, live: np.ndarray) -> np.ndarray:
+def jensen_shannon(
+    ref: np.ndarray, live: np.ndarray, ref_p: np.ndarray | None = None
+) -> np.ndarray:
     """Jensen–Shannon distance with base-2 logarithms (0 identical .. 1 disjoint)."""
-    p, _ = _proportions(ref)
+    p = ref_p if ref_p is not None else _proportions(ref)[0]
     q, _ = _proportions(live)
     m = (p + q) / 2.0
     div = (_xlogy_ratio(p, m).sum(axis=-1) + _xlogy_ratio(q, m).sum(axis=-1)) / 2.0
@@ -104,10 +117,12 @@ def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(valid, stat, np.nan), np.where(valid, p, np.nan)
 
 
-def wasserstein(ref: np.ndarray, live: np.ndarray, points: np.ndarray) -> np.ndarray:
+def wasserstein(
+    ref: np.ndarray, live: np.ndarray, points: np.ndarray, ref_p: np.ndarray | None = None
+) -> np.ndarray:
     """First Wasserstein distance between the binned distributions, each bin's mass placed at
     its representative point (``points``, non-decreasing along the last axis)."""
-    p, _ = _proportions(ref)
+    p = ref_p if ref_p is not None else _proportions(ref)[0]
     q, _ = _proportions(live)
     gaps = np.diff(np.asarray(points, dtype=np.float64), axis=-1)
     cdf_gap = np.abs(np.cumsum(p, axis=-1) - np.cumsum(q, axis=-1))[..., :-1]
