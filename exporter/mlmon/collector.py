@@ -280,29 +280,26 @@ class MlmonCollector(Collector):
                     [*MV, "feature"],
                 )
                 counts = v(t, lay.num_bins)
-                cum = num.coarse_cumulative(counts)
-                totals = counts.sum(axis=-1)
-                sums = v(ft, lay.num_sum)
+                cum = num.coarse_cumulative(counts).tolist()
+                totals = counts.sum(axis=-1).tolist()
+                sums = v(ft, lay.num_sum).tolist()
                 for j, feat in enumerate(num.names):
                     edges = num.coarse_edges[j]
-                    fam.add([*mv, feat], edges, cum[j, : len(edges)], totals[j], sums[j])
+                    fam.add([*mv, feat], edges, cum[j][: len(edges)], totals[j], sums[j])
                 fam = f.counter(
                     "mlmon_feature_out_of_range",
                     "Values of a numeric feature outside the baseline's [min, max].",
                     [*MV, "feature"],
                 )
                 oor = v(t, lay.num_below) + v(t, lay.num_above)
-                for j, feat in enumerate(num.names):
-                    fam.add_metric([*mv, feat], oor[j])
+                fam.add_many([(*mv, feat) for feat in num.names], oor)
             miss = f.counter(
                 "mlmon_feature_missing",
                 "Missing values (absent, null, NaN, infinite) of a feature.",
                 [*MV, "feature"],
             )
-            for j, feat in enumerate(num.names):
-                miss.add_metric([*mv, feat], v(t, lay.num_missing)[j])
-            for j, feat in enumerate(cat.names):
-                miss.add_metric([*mv, feat], v(t, lay.cat_missing)[j])
+            miss.add_many([(*mv, feat) for feat in num.names], v(t, lay.num_missing))
+            miss.add_many([(*mv, feat) for feat in cat.names], v(t, lay.cat_missing))
             if len(cat):
                 fam = f.counter(
                     "mlmon_feature_category",
@@ -312,8 +309,8 @@ class MlmonCollector(Collector):
                 )
                 cc = v(t, lay.cat_bins)
                 for j, feat in enumerate(cat.names):
-                    for k, c in enumerate(cat.categories[j]):
-                        fam.add_metric([*mv, feat, c], cc[j, k])
+                    cs = cat.categories[j]
+                    fam.add_many([(*mv, feat, c) for c in cs], cc[j, : len(cs)])
             # predictions
             self._predictions(f, m, mv, t, ft)
             self._performance(f, m, view, mv)
@@ -353,15 +350,16 @@ class MlmonCollector(Collector):
                 "1 when the feature counts as drifted in the window, else 0.",
                 [*MV, "feature"],
             )
-            for i, feat in enumerate(r.features):
-                if not r.reported[i]:
-                    continue
-                for method, arr in r.scores.items():
-                    if not np.isnan(arr[i]):
-                        score.add_metric([*mv, feat, method], arr[i])
-                pval.add_metric([*mv, feat, r.test[i]], r.p_value[i])
-                padj.add_metric([*mv, feat, r.test[i]], r.p_adjusted[i])
-                flag.add_metric([*mv, feat], float(r.drifted[i]))
+            reported = np.flatnonzero(r.reported).tolist()
+            feats = [r.features[i] for i in reported]
+            for method, arr in r.scores.items():
+                vals = arr[reported].tolist()
+                keep = [k for k, x in enumerate(vals) if x == x]  # not NaN
+                score.add_many([(*mv, feats[k], method) for k in keep], [vals[k] for k in keep])
+            tests = [(*mv, feats[k], r.test[i]) for k, i in enumerate(reported)]
+            pval.add_many(tests, r.p_value[reported])
+            padj.add_many(tests, r.p_adjusted[reported])
+            flag.add_many([(*mv, f_) for f_ in feats], r.drifted[reported].astype(float))
             pscore = f.gauge(
                 "mlmon_prediction_drift_score",
                 "Windowed drift of the model's "

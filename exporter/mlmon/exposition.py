@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,13 @@ class Family:
     def add_metric(self, labels: Sequence[str], value: float) -> None:
         self.samples.append(("_total" if self.kind == "counter" else "", tuple(labels), value))
 
+    def add_many(self, labels: Iterable[tuple[str, ...]], values: Iterable[float]) -> None:
+        """`add_metric` for many label tuples and their values at once."""
+        suffix = "_total" if self.kind == "counter" else ""
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        self.samples.extend(zip(repeat(suffix), labels, values))
+
     def add(
         self,
         labels: Sequence[str],
@@ -81,12 +89,20 @@ class Family:
         """A histogram's buckets (``cumulative`` counts at ``bounds``), +Inf, count and sum;
         `_count` and `_sum` are always written, whatever the bounds."""
         base = tuple(labels)
-        append = self.samples.append
-        for le, c in zip(_le_texts(bounds), cumulative, strict=False):
-            append(("_bucket", (*base, le), c))
-        append(("_bucket", (*base, "+Inf"), count))
-        append(("_count", base, count))
-        append(("_sum", base, total))
+        les = _le_texts(bounds)
+        key = (base, les)
+        bucket_labels = _BUCKET_LABELS.get(key)
+        if bucket_labels is None:
+            if len(_BUCKET_LABELS) > 100_000:
+                _BUCKET_LABELS.clear()
+            bucket_labels = _BUCKET_LABELS[key] = [(*base, le) for le in les]
+        if isinstance(cumulative, np.ndarray):
+            cumulative = cumulative.tolist()
+        samples = self.samples
+        samples.extend(zip(repeat("_bucket"), bucket_labels, cumulative))
+        samples.append(("_bucket", (*base, "+Inf"), count))
+        samples.append(("_count", base, count))
+        samples.append(("_sum", base, total))
 
     def to_metric(self) -> Metric:
         m = Metric(self.name, self.doc, self.kind)
@@ -97,6 +113,7 @@ class Family:
 
 
 _LE_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
+_BUCKET_LABELS: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, ...]]] = {}
 
 
 def _le_texts(bounds: Iterable[float]) -> tuple[str, ...]:
@@ -118,6 +135,10 @@ class Renderer:
         # sample name -> label values -> 'name{a="x"} '
         self._prefix: dict[str, dict[tuple[str, ...], str]] = {}
         self._size = 0
+        # family name -> (suffixes, label values, line starts) of its last scrape
+        self._families: dict[
+            str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], list[str]]
+        ] = {}
 
     def _line_prefix(self, name: str, names: tuple[str, ...], values: tuple[str, ...]) -> str:
         if self._size > self.MAX_CACHED:
@@ -147,18 +168,25 @@ class Renderer:
             bucket_names = (*names, "le")
             base = fam.name
             suffixes, label_values, values = zip(*fam.samples, strict=True)
-            prefixes = []
-            last, by_values = None, {}
-            for suffix, lv in zip(suffixes, label_values, strict=True):
-                if suffix != last:
-                    last = suffix
-                    by_values = cache.get(base + suffix) or {}
-                p = by_values.get(lv)
-                if p is None:
-                    ln = bucket_names if suffix == "_bucket" else names
-                    p = self._line_prefix(base + suffix, ln, lv)
-                    by_values = cache[base + suffix]
-                prefixes.append(p)
+            # the same series as at the last scrape (the usual case): the same line starts,
+            # found by one comparison of tuples in C instead of a lookup per sample
+            seen = self._families.get(base)
+            if seen is not None and seen[0] == suffixes and seen[1] == label_values:
+                prefixes = seen[2]
+            else:
+                prefixes = []
+                last, by_values = None, {}
+                for suffix, lv in zip(suffixes, label_values, strict=True):
+                    if suffix != last:
+                        last = suffix
+                        by_values = cache.get(base + suffix) or {}
+                    p = by_values.get(lv)
+                    if p is None:
+                        ln = bucket_names if suffix == "_bucket" else names
+                        p = self._line_prefix(base + suffix, ln, lv)
+                        by_values = cache[base + suffix]
+                    prefixes.append(p)
+                self._families[base] = (suffixes, label_values, prefixes)
             append("\n".join(map(str.__add__, prefixes, _format_values(values))))
             append("\n")
         return "".join(out).encode()
