@@ -400,3 +400,24 @@ def test_bad_columnar_batches_are_refused_and_change_nothing(api, small_env, mut
         k: r.json["details"][0][k] for k in ("index", "field")
     }
     assert same_state(before, fingerprint(mon))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 40, 3000])
+def test_both_binning_paths_equal_searchsorted(wide_env, rows):
+    """Small batches are binned by comparing with every edge at once, large ones by a
+    binary search per column: both give searchsorted(edges, x, side="left") exactly,
+    including values equal to an edge, far outside the baseline, and missing ones."""
+    block = wide_env.monitor().models["credit-risk"].schema.numeric
+    rng = np.random.default_rng(rows)
+    f = len(block)
+    edge = block.edges[np.arange(f), rng.integers(0, 50, f)]
+    x = np.where(rng.random((rows, f)) < 0.3, edge, rng.normal(0, 80, (rows, f)))
+    x[rng.random((rows, f)) < 0.1] = np.nan
+    x[0, 0], x[-1, -1] = -1e300, 1e300
+    got = block.bin(x)
+    if rows in (1, 3000):  # one of each path
+        assert (rows * block.edges.size <= block.BROADCAST_LIMIT) == (rows == 1)
+    present = ~np.isnan(x)
+    for j in range(f):
+        want = np.searchsorted(block.edges[j], x[:, j], side="left")
+        assert (got[:, j][present[:, j]] == want[present[:, j]]).all()

@@ -100,11 +100,19 @@ class NumericBlock:
             stds=np.asarray([p["std"] for p in profiles], dtype=np.float64),
         )
 
+    # Up to this many comparisons, binning compares every value with every edge in one
+    # vectorised step; beyond, one binary search per column is cheaper.
+    BROADCAST_LIMIT = 100_000
+
     def bin(self, x: np.ndarray) -> np.ndarray:
-        """Fine-bin index of every value of ``x`` ([N, F], NaN for missing)."""
+        """Fine-bin index of every value of ``x`` ([N, F], NaN for missing; the index of a
+        NaN is meaningless, callers mask it): the number of the column's edges below the
+        value, which is ``searchsorted(edges, x, side="left")``."""
+        if x.shape[0] * self.edges.size <= self.BROADCAST_LIMIT:
+            return np.count_nonzero(self.edges[None, :, :] < x[:, :, None], axis=-1)
         out = np.empty(x.shape, dtype=np.int64)
         for j in range(x.shape[1]):
-            out[:, j] = np.searchsorted(self.edges[j], x[:, j], side="left")
+            out[:, j] = self.edges[j].searchsorted(x[:, j], side="left")
         return out
 
     def coarse_cumulative(self, counts: np.ndarray) -> np.ndarray:
