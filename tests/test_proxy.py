@@ -359,3 +359,55 @@ def test_hostile_bytes_never_take_the_proxy_down(stack):
     assert raw_call(exporter.proxy_port, "POST", path, body).startswith(b"HTTP/1.1 200")
     log = exporter.log.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    with open(path) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_proxy_lives_and_dies_with_the_exporter(tmp_path):
+    """The proxy runs in its own process: killing the exporter with SIGKILL takes the proxy
+    down within seconds; killing the proxy stops the exporter (which snapshots first), so
+    the pod restarts whole instead of running half."""
+    import os
+    import signal
+    import time
+
+    env = make_env(tmp_path, synthetic.credit_spec(), n_train=2_000)
+    upstream = tfserving.serve(0)
+    args = ["--upstream", f"http://127.0.0.1:{upstream.server_address[1]}",
+            "--proxy.listen-address", "127.0.0.1:0"]  # fmt: skip
+    try:
+        exporter = Exporter(env.config_path, args)
+        (child,) = _children(exporter.proc.pid)
+        os.kill(exporter.proc.pid, signal.SIGKILL)
+        exporter.proc.wait(10)
+        wait_until(lambda: not _alive(child), 10, "the proxy process to exit")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=2).close()
+
+        snapshots = tmp_path / "snapshots"
+        cfg = env.config_path
+        cfg.write_text(cfg.read_text() + f"server:\n  snapshot_dir: {snapshots}\n")
+        exporter = Exporter(cfg, args)
+        body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]]}).encode()
+        raw_call(exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict", body)
+        (child,) = _children(exporter.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        t0 = time.monotonic()
+        assert exporter.proc.wait(15) is not None
+        assert time.monotonic() - t0 < 15
+        assert "the proxy process exited" in exporter.log.read_text()
+        assert list(snapshots.glob("*.npz")), "the exporter snapshots before it stops"
+    finally:
+        upstream.shutdown()

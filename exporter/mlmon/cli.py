@@ -81,10 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(monitor, registry, tokens, api)
     server = Server(api, app, tokens, cfg.server.threads)
     if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
-        from .proxy import Proxy
+        from .proxy import ProxyProcess
 
-        proxy = Proxy(cfg.proxy, monitor, proxy_stats)
-        proxy_port = proxy.start()
+        proxy_port = ProxyProcess(cfg.proxy, monitor, proxy_stats).start()
         phost, _ = split_address(cfg.proxy.listen_address)
         log.info(
             "proxy on http://%s:%d/ forwarding to %s",

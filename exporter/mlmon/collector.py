@@ -144,13 +144,10 @@ class MlmonCollector(Collector):
 
     @staticmethod
     def _proxy_families(p: ProxyStats) -> Iterator[Metric]:
-        with p.lock:
-            requests = dict(p.requests)
-            upstream = dict(p.upstream_failures)
-            capture = dict(p.capture_failures)
-            captured = dict(p.captured)
-            counts = {k: list(v) for k, v in p.duration_counts.items()}
-            sums = dict(p.duration_sums)
+        snap = p.snapshot()
+        requests, upstream = snap["requests"], snap["upstream_failures"]
+        capture, captured = snap["capture_failures"], snap["captured"]
+        counts, sums = snap["durations"], snap["duration_sums"]
         fam = _counter(
             "mlmon_proxy_requests",
             "Requests through the proxy, by payload protocol and the status returned "
@@ -203,7 +200,7 @@ class MlmonCollector(Collector):
         yield _gauge(
             "mlmon_proxy_capture_queue_length",
             "Proxied calls waiting for capture (bounded by proxy.queue_size).",
-            value=p.queue_length,
+            value=snap["queue_length"],
         )
 
     def _model(self, f: _Families, m: ModelMonitor) -> None:

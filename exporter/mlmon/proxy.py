@@ -5,8 +5,15 @@ The proxy never changes what the caller gets: the response's status line, header
 body are relayed as the upstream wrote them (chunked framing included). Only when the
 upstream cannot be reached (502) or does not answer in time (504) does the proxy answer
 itself, with a JSON body saying why. Capture happens after the response has been written:
-a bounded queue feeds a thread that decodes the payloads and ingests the events; when the
-queue is full the exchange is dropped and counted, never waited for.
+a bounded queue hands a copy of each inference call to the exporter; when the queue is full
+the copy is dropped and counted, never waited for.
+
+The proxy runs in a process of its own, so nothing the exporter does — decoding captured
+payloads, ingesting, rendering a scrape — ever holds up a proxied call (Python threads
+would share one interpreter lock). Its counters live in shared memory that the exporter
+reads at scrape time; captured calls travel in batches over a pipe to the exporter's
+capture thread. If the exporter goes away the proxy exits; if the proxy dies the exporter
+stops (snapshotting first), so the pod restarts whole.
 
 HTTP/1.1 with keep-alive on both sides; the upstream connections are pooled. An
 ``Expect: 100-continue`` is answered by the proxy (and not forwarded), so a client never
@@ -16,16 +23,21 @@ waits for the upstream to invite its body.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
 import threading
 import time
 from collections import Counter
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
@@ -47,31 +59,75 @@ _HEAD_LIMIT = 64 * 1024
 _PIECE = 64 * 1024
 
 
+_CODES = range(100, 600)
+
+
 class ProxyStats:
-    """Counters the collector exports as mlmon_proxy_*; every known label set starts at 0."""
+    """The proxy's counters, exported as mlmon_proxy_*. What the proxy process counts
+    (requests, durations, upstream failures, dropped captures, queue length) sits in
+    shared memory it alone writes; what the exporter's capture thread counts (capture
+    failures, captured calls) is ordinary state of the exporter."""
 
     def __init__(self) -> None:
+        n_proto, n_buckets = len(PROTOCOLS), len(DURATION_BUCKETS) + 1
+        self._shm = mp.RawArray("d", n_proto * len(_CODES) + n_proto * (n_buckets + 1) + 7)
+        flat = np.frombuffer(self._shm, dtype=np.float64)
+        i = n_proto * len(_CODES)
+        self._requests = flat[:i].reshape(n_proto, len(_CODES))
+        j = i + n_proto * n_buckets
+        self._durations = flat[i:j].reshape(n_proto, n_buckets)
+        self._duration_sums = flat[j : j + n_proto]
+        k = j + n_proto
+        self._upstream = flat[k : k + len(UPSTREAM_FAILURES)]
+        self._queue = flat[k + len(UPSTREAM_FAILURES) : k + len(UPSTREAM_FAILURES) + 2]
+        self._proto_index = {p: n for n, p in enumerate(PROTOCOLS)}
+        self._upstream_index = {r: n for n, r in enumerate(UPSTREAM_FAILURES)}
         self.lock = threading.Lock()
-        self.requests: Counter[tuple[str, str]] = Counter()  # (protocol, code)
-        self.upstream_failures: Counter[str] = Counter(dict.fromkeys(UPSTREAM_FAILURES, 0))
         self.capture_failures: Counter[str] = Counter(dict.fromkeys(CAPTURE_FAILURES, 0))
         self.captured: Counter[str] = Counter()  # exchanges turned into events, by protocol
-        self.duration_counts = {p: [0] * (len(DURATION_BUCKETS) + 1) for p in PROTOCOLS}
-        self.duration_sums = dict.fromkeys(PROTOCOLS, 0.0)
-        self.queue_length = 0
 
+    # written by the proxy process
     def request(self, protocol: str, status: int, seconds: float) -> None:
-        i = 0
-        while i < len(DURATION_BUCKETS) and seconds > DURATION_BUCKETS[i]:
-            i += 1
-        with self.lock:
-            self.requests[(protocol, str(status))] += 1
-            self.duration_counts[protocol][i] += 1
-            self.duration_sums[protocol] += seconds
+        p = self._proto_index[protocol]
+        if 100 <= status < 600:
+            self._requests[p, status - 100] += 1
+        self._durations[p, bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self._duration_sums[p] += seconds
 
+    def upstream_failure(self, reason: str) -> None:
+        self._upstream[self._upstream_index[reason]] += 1
+
+    def dropped(self) -> None:
+        self._queue[0] += 1
+
+    def set_queue_length(self, n: int) -> None:
+        self._queue[1] = n
+
+    # written by the exporter
     def count(self, counter: Counter, key: Any, n: int = 1) -> None:
         with self.lock:
             counter[key] += n
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter, for the collector."""
+        req = self._requests.copy()
+        with self.lock:
+            capture = dict(self.capture_failures)
+            captured = dict(self.captured)
+        capture["queue_full"] = capture.get("queue_full", 0) + float(self._queue[0])
+        rows, cols = req.nonzero()
+        return {
+            "requests": {
+                (PROTOCOLS[p], str(c + 100)): float(req[p, c])
+                for p, c in zip(rows.tolist(), cols.tolist(), strict=True)
+            },
+            "durations": {p: self._durations[n].tolist() for n, p in enumerate(PROTOCOLS)},
+            "duration_sums": dict(zip(PROTOCOLS, self._duration_sums.tolist(), strict=True)),
+            "upstream_failures": dict(zip(UPSTREAM_FAILURES, self._upstream.tolist(), strict=True)),
+            "capture_failures": capture,
+            "captured": captured,
+            "queue_length": float(self._queue[1]),
+        }
 
 
 class _UpstreamError(Exception):
@@ -86,50 +142,57 @@ class _ClientBodyError(Exception):
 
 
 class Proxy:
-    def __init__(self, settings: ProxySettings, monitor: Monitor, stats: ProxyStats) -> None:
+    """The forwarding engine; runs in the proxy process (see `ProxyProcess`)."""
+
+    def __init__(self, settings: ProxySettings, stats: ProxyStats) -> None:
         self.settings = settings
-        self.monitor = monitor
         self.stats = stats
         self.host, self.port = settings.upstream_host_port
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=settings.queue_size)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: asyncio.Server | None = None
-        self.bound_port: int | None = None
-        self._ready = threading.Event()
-        self._error = "timed out"
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> int:
-        """Run the proxy and its capture thread in the background; returns the bound port."""
-        # A thread holding the interpreter lock keeps it up to the switch interval (5 ms by
-        # default) when another wants it: a capture in progress would hold a proxied call
-        # that long. 0.2 ms bounds the wait; the cost is a little more switching.
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-        threading.Thread(target=self._capture_loop, name="mlmon-capture", daemon=True).start()
-        threading.Thread(target=self._run, name="mlmon-proxy", daemon=True).start()
-        self._ready.wait(10)
-        if self.bound_port is None:
-            raise OSError(
-                f"the proxy cannot listen on {self.settings.listen_address}: {self._error}"
-            )
-        return self.bound_port
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def serve(self, conn: Connection, ports: Any) -> None:
+        """Listen, report the bound port (or the error) on ``ports``, forward until the
+        exporter goes away; captured calls go to ``conn``."""
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the sender thread yields quickly
+        loop = asyncio.new_event_loop()
         host, port = split_address(self.settings.listen_address)
         try:
-            self.server = self.loop.run_until_complete(
+            server = loop.run_until_complete(
                 asyncio.start_server(self._client, host, port, limit=_HEAD_LIMIT, backlog=1024)
             )
         except OSError as e:
-            self._error = e.strerror or str(e)
-            self._ready.set()
+            ports.put(("error", e.strerror or str(e)))
             return
-        self.bound_port = self.server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
+        ports.put(("ok", server.sockets[0].getsockname()[1]))
+        threading.Thread(
+            target=self._send_captures, args=(conn, os.getppid()), name="mlmon-proxy-send",
+            daemon=True,
+        ).start()  # fmt: skip
+        loop.run_forever()
+
+    def _send_captures(self, conn: Connection, parent: int) -> None:
+        """Batches of captured calls to the exporter; exits the process when it is gone."""
+        while True:
+            try:
+                batch = [self.queue.get(timeout=1.0)]
+            except queue.Empty:
+                batch = []
+            if os.getppid() != parent:
+                os._exit(0)  # the exporter is gone: so is its proxy
+            if not batch:
+                continue
+            # Let a few more arrive: one ingest of many calls costs far less CPU than one
+            # each, and the CPU saved is the model's (the sidecar shares its pod).
+            time.sleep(CAPTURE_DELAY_SECONDS)
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1024:
+                    batch.append(self.queue.get_nowait())
+            self.stats.set_queue_length(self.queue.qsize())
+            try:
+                conn.send(batch)
+            except (OSError, ValueError):
+                os._exit(0)
 
     # -- one client connection -------------------------------------------------------
 
@@ -197,7 +260,7 @@ class Proxy:
             await writer.drain()
             return False
         except _UpstreamError as e:
-            self.stats.count(self.stats.upstream_failures, e.reason)
+            self.stats.upstream_failure(e.reason)
             if e.sent:
                 self.stats.request(protocol, 502, time.perf_counter() - t0)
                 return False  # the response was cut: the caller sees the connection drop
@@ -220,7 +283,7 @@ class Proxy:
             try:
                 self.queue.put_nowait(ex)
             except queue.Full:
-                self.stats.count(self.stats.capture_failures, "queue_full")
+                self.stats.dropped()
         return keep_alive
 
     # -- the upstream ------------------------------------------------------------------
@@ -323,18 +386,53 @@ class Proxy:
             return resp
         raise AssertionError("unreachable")
 
-    # -- capture -----------------------------------------------------------------------
 
-    def _capture_loop(self) -> None:
+class ProxyProcess:
+    """The exporter's side of the proxy: starts the proxy process, turns the calls it
+    captures into events, and stops the exporter if the proxy dies."""
+
+    def __init__(self, settings: ProxySettings, monitor: Monitor, stats: ProxyStats) -> None:
+        self.settings = settings
+        self.monitor = monitor
+        self.stats = stats
+        self.process: Any = None
+
+    def start(self) -> int:
+        """Start the proxy process; returns its bound port (raises OSError if it cannot
+        listen)."""
+        ctx = mp.get_context("fork")  # the proxy shares the config and the shared counters
+        recv, send = ctx.Pipe(duplex=False)
+        ports = ctx.Queue()
+        self.process = ctx.Process(
+            target=_proxy_main, args=(self.settings, self.stats, send, ports),
+            name="mlmon-proxy", daemon=True,
+        )  # fmt: skip
+        self.process.start()
+        send.close()
+        try:
+            status, value = ports.get(timeout=15)
+        except queue.Empty:
+            status, value = "error", "timed out"
+        if status != "ok":
+            self.process.kill()
+            raise OSError(f"the proxy cannot listen on {self.settings.listen_address}: {value}")
+        threading.Thread(
+            target=self._receive, args=(recv,), name="mlmon-capture", daemon=True
+        ).start()
+        threading.Thread(target=self._watch, name="mlmon-proxy-watch", daemon=True).start()
+        return int(value)
+
+    def _watch(self) -> None:
+        self.process.join()
+        log.error("the proxy process exited (code %s); stopping", self.process.exitcode)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _receive(self, conn: Connection) -> None:
         while True:
-            batch = [self.queue.get()]
-            # Let a few more arrive: one ingest of many exchanges costs far less CPU than
-            # one each, and the CPU saved is the model's (the sidecar shares its pod).
-            time.sleep(CAPTURE_DELAY_SECONDS)
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 1024:
-                    batch.append(self.queue.get_nowait())
-            self.stats.queue_length = self.queue.qsize()
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                return
             # the models of the moment: a reload may have replaced them
             schemas = {n: m.schema for n, m in self.monitor.models.items()}
             self.capture(Capturer(self.settings, schemas), batch)
@@ -376,6 +474,12 @@ class Proxy:
                     counters.count(counters.rejected_events, name, bad)
                     self.stats.count(self.stats.capture_failures, "invalid_event")
                     log.debug("captured events invalid: %s", details[:3])
+
+
+def _proxy_main(settings: ProxySettings, stats: ProxyStats, conn: Connection, ports: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the exporter, which stops us
+    Proxy(settings, stats).serve(conn, ports)
 
 
 async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> Head:
