@@ -192,3 +192,20 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def send_raw(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes on a fresh connection, close the sending side, and return all that comes
+    back (nothing when the server resets the connection)."""
+    import socket
+
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return data

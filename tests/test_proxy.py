@@ -12,7 +12,7 @@ import time
 
 import pytest
 import tfserving
-from helpers import Exporter, free_port, make_env, parse_metrics, wait_until
+from helpers import Exporter, free_port, make_env, parse_metrics, send_raw, wait_until
 from mlmon import synthetic
 
 pytestmark = pytest.mark.integration
@@ -342,15 +342,7 @@ def test_hostile_bytes_never_take_the_proxy_down(stack):
     ]  # fmt: skip
     statuses = set()
     for raw in cases:
-        with socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=5) as s:
-            s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            try:
-                while chunk := s.recv(65536):
-                    data += chunk
-            except (ConnectionResetError, TimeoutError):
-                pass
+        data = send_raw(exporter.proxy_port, raw)
         if data:
             statuses.add(data.split(b" ", 2)[1])
     assert statuses <= {b"400", b"431", b"502", b"504", b"200", b"501"}, statuses

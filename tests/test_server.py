@@ -9,7 +9,7 @@ import random
 import socket
 
 import pytest
-from helpers import Exporter, make_env, parse_metrics
+from helpers import Exporter, make_env, parse_metrics, send_raw
 from mlmon import synthetic
 from test_proxy import raw_call
 
@@ -169,15 +169,7 @@ def test_hostile_bytes_get_4xx_and_the_server_keeps_serving(served):
     ] + [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200))) for _ in range(100)]
     seen = set()
     for raw in cases:
-        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
-            s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            try:
-                while d := s.recv(65536):
-                    data += d
-            except ConnectionResetError:
-                pass
+        data = send_raw(exporter.port, raw)
         if data:
             seen.add(status_of(data))
     assert seen and all(400 <= c < 500 for c in seen), seen

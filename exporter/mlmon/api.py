@@ -20,7 +20,7 @@ from .auth import Tokens
 from .auth import check as auth_check
 from .events import BadRequest, decode_events
 from .labels import OUTCOMES
-from .monitor import Monitor
+from .monitor import ModelMonitor, Monitor
 
 _TRUE = {"1", "true", "yes"}
 JSON = "application/json"
@@ -110,6 +110,21 @@ class Api:
                 )
         return body
 
+    def _body(
+        self,
+        m: ModelMonitor | None,
+        model: str,
+        body: bytes,
+        content_length: int | None,
+        content_encoding: str | None,
+    ) -> bytes:
+        """The decoded body of an ingest call; BadRequest for an unknown model or a body
+        over the limit."""
+        if m is None:
+            raise self.unknown_model(model)
+        self.check_length(content_length)
+        return self.decoded_body(body, content_encoding)
+
     def refuse(self, endpoint: str, e: BadRequest, model: str | None = None) -> Reply:
         counters = self.monitor.counters
         counters.count(counters.rejected, (endpoint, e.reason))
@@ -133,10 +148,7 @@ class Api:
         counters.count(counters.requests, endpoint)
         m = self.monitor.models.get(model)
         try:
-            if m is None:
-                raise self.unknown_model(model)
-            self.check_length(content_length)
-            raw = self.decoded_body(body, content_encoding)
+            raw = self._body(m, model, body, content_length, content_encoding)
             events = decode_events(raw, content_type or "")
             if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
                 # the columnar form: {"columns": {"features": {name: [...]}, ...}}
@@ -166,10 +178,7 @@ class Api:
         counters.count(counters.requests, endpoint)
         m = self.monitor.models.get(model)
         try:
-            if m is None:
-                raise self.unknown_model(model)
-            self.check_length(content_length)
-            raw = self.decoded_body(body, content_encoding)
+            raw = self._body(m, model, body, content_length, content_encoding)
             items = decode_events(raw, content_type or "", list_key="labels")
             limits = self.monitor.config.limits
             if len(items) > limits["max_batch_events"]:

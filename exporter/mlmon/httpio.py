@@ -3,6 +3,7 @@ that keeps its raw bytes, and a complete response."""
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 
 _KEPT_HEADERS = frozenset({b"content-type", b"content-encoding"})
@@ -69,3 +70,44 @@ def response(
     if close:
         lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else body)
+
+
+class Request:
+    """A request head, parsed: the raw bytes, the method, target and keep-alive."""
+
+    __slots__ = ("head", "keep_alive", "method", "raw", "target")
+
+    def __init__(self, raw: bytes, head: Head, method: bytes, target: bytes, version: bytes):
+        self.raw, self.head, self.method, self.target = raw, head, method, target
+        self.keep_alive = version == b"HTTP/1.1" and not head.close
+
+
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> Request | None:
+    """The next request head on a connection, or None when the connection should end: the
+    client closed it, or its head was refused (431 over 64 KiB, 400 malformed, not
+    HTTP/1.x, or both Content-Length and chunked — the shape of request smuggling). An
+    `Expect: 100-continue` is answered here."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    except asyncio.LimitOverrunError:
+        writer.write(plain(431, b"request head over 64 KiB\n"))
+        await writer.drain()
+        return None
+    try:
+        head = Head(raw)
+        method, target, version = head.first.split(b" ", 2)
+        if head.chunked and b"content-length" in head.headers:
+            raise ValueError("both Content-Length and chunked")
+        if not version.startswith(b"HTTP/1."):
+            raise ValueError("not HTTP/1.x")
+    except ValueError:
+        writer.write(plain(400, b"malformed request head\n"))
+        await writer.drain()
+        return None
+    if head.headers.get(b"expect", b"").lower() == b"100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return Request(raw, head, method, target, version)

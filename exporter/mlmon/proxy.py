@@ -42,7 +42,7 @@ import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
 from .config import ProxySettings, split_address
-from .httpio import Head, plain
+from .httpio import Head, plain, read_request
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -208,36 +208,20 @@ class Proxy:
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        try:
-            raw = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return False  # the client closed between requests
-        except asyncio.LimitOverrunError:
-            writer.write(plain(431, b"request head over 64 KiB\n"))
-            await writer.drain()
+        req = await read_request(reader, writer)
+        if req is None:
             return False
         started = time.time()
         t0 = time.perf_counter()
-        try:
-            head = Head(raw)
-            method, target, version = head.first.split(b" ", 2)
-            if head.chunked and b"content-length" in head.headers:
-                raise ValueError("both Content-Length and chunked")  # a smuggling attempt
-            if not version.startswith(b"HTTP/1."):
-                raise ValueError("not HTTP/1.x")
-        except ValueError:
-            writer.write(plain(400, b"malformed request head\n"))
-            await writer.drain()
-            return False
-        keep_alive = not head.close and version == b"HTTP/1.1"
+        head, method, raw = req.head, req.method, req.raw
+        keep_alive = req.keep_alive
         protocol, model_key, path_version = classify(
-            method.decode("latin-1"), target.decode("latin-1"), self.settings
+            method.decode("latin-1"), req.target.decode("latin-1"), self.settings
         )
         limit = self.settings.max_capture_bytes
         raw_head = raw
         if head.headers.get(b"expect", b"").lower() == b"100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            raw_head = _without_header(raw, b"expect")
+            raw_head = _without_header(raw, b"expect")  # answered already; not forwarded
         # The request body: read whole when small (so a stale pooled connection can be
         # retried), streamed through otherwise.
         body: bytes | None = b""

@@ -21,7 +21,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from .api import Api, Reply, json_reply
 from .auth import Tokens
-from .httpio import Head, plain, response
+from .httpio import Head, plain, read_request, response
 
 log = logging.getLogger("mlmon.server")
 
@@ -69,31 +69,14 @@ class Server:
     async def _one(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str
     ) -> bool:
-        try:
-            raw = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
+        req = await read_request(reader, writer)
+        if req is None:
             return False
-        except asyncio.LimitOverrunError:
-            writer.write(plain(431, b"request head over 64 KiB\n"))
-            await writer.drain()
-            return False
-        try:
-            head = Head(raw)
-            method_b, target_b, version = head.first.split(b" ", 2)
-            if head.chunked and b"content-length" in head.headers:
-                raise ValueError("both Content-Length and chunked")
-            if not version.startswith(b"HTTP/1."):
-                raise ValueError("not HTTP/1.x")
-        except ValueError:
-            writer.write(plain(400, b"malformed request head\n"))
-            await writer.drain()
-            return False
-        method = method_b.decode("latin-1")
-        target = target_b.decode("latin-1")
+        head = req.head
+        method = req.method.decode("latin-1")
+        target = req.target.decode("latin-1")
         path, _, query = target.partition("?")
-        keep_alive = version == b"HTTP/1.1" and not head.close
-        if head.headers.get(b"expect", b"").lower() == b"100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        keep_alive = req.keep_alive
 
         # the body: refused unread when declared too large (the connection then closes)
         too_large = head.length is not None and head.length > self.limit
