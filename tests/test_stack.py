@@ -213,7 +213,7 @@ def test_fleet_drift_agrees_with_the_exporter_within_binning_error(running_stack
             st.value('model_version:mlmon_drifted_features:ratio_increase1h{job="mlmon"}')
             == len(SHIFTED) / 20
         ),
-        30,
+        60,
         "the fleet's drifted share to settle at 8 of 20",
     )
     fleet = {

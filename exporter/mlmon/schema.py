@@ -44,8 +44,14 @@ class NumericBlock:
         return self.coarse_counts(self.ref_counts)
 
     @cached_property
-    def ref_fine_p(self) -> np.ndarray:
-        return stats.reference_proportions(self.ref_counts)
+    def ref_fine_cdf(self) -> np.ndarray:
+        """The reference's cumulative proportions on the fine grid (KS, Wasserstein)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.cumsum(stats.reference_proportions(self.ref_counts), axis=-1)
+
+    @cached_property
+    def point_gaps(self) -> np.ndarray:
+        return np.diff(self.points, axis=-1)
 
     @cached_property
     def ref_coarse_p(self) -> np.ndarray:

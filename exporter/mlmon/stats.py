@@ -67,7 +67,10 @@ KS_P_VALUES = ("kolmogorov", "kstwo")
 
 
 def ks(
-    ref: np.ndarray, live: np.ndarray, p_value: str = "kolmogorov"
+    ref: np.ndarray,
+    live: np.ndarray,
+    p_value: str = "kolmogorov",
+    ref_cdf: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sample Kolmogorov–Smirnov statistic at the bin edges, and its p-value.
 
@@ -83,7 +86,7 @@ def ks(
     n1 = ref.sum(axis=-1)
     n2 = live.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cdf1 = np.cumsum(ref, axis=-1) / n1[..., None]
+        cdf1 = ref_cdf if ref_cdf is not None else np.cumsum(ref, axis=-1) / n1[..., None]
         cdf2 = np.cumsum(live, axis=-1) / n2[..., None]
         d = np.abs(cdf1 - cdf2).max(axis=-1)
         en = n1 * n2 / (n1 + n2)
@@ -118,14 +121,22 @@ def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def wasserstein(
-    ref: np.ndarray, live: np.ndarray, points: np.ndarray, ref_p: np.ndarray | None = None
+    ref: np.ndarray,
+    live: np.ndarray,
+    points: np.ndarray,
+    ref_cdf: np.ndarray | None = None,
+    gaps: np.ndarray | None = None,
 ) -> np.ndarray:
     """First Wasserstein distance between the binned distributions, each bin's mass placed at
-    its representative point (``points``, non-decreasing along the last axis)."""
-    p = ref_p if ref_p is not None else _proportions(ref)[0]
+    its representative point (``points``, non-decreasing along the last axis). ``ref_cdf``
+    (the reference's cumulative proportions) and ``gaps`` (``diff(points)``) may be passed
+    precomputed by callers that test many windows against one reference."""
+    if ref_cdf is None:
+        ref_cdf = np.cumsum(_proportions(ref)[0], axis=-1)
+    if gaps is None:
+        gaps = np.diff(np.asarray(points, dtype=np.float64), axis=-1)
     q, _ = _proportions(live)
-    gaps = np.diff(np.asarray(points, dtype=np.float64), axis=-1)
-    cdf_gap = np.abs(np.cumsum(p, axis=-1) - np.cumsum(q, axis=-1))[..., :-1]
+    cdf_gap = np.abs(ref_cdf - np.cumsum(q, axis=-1))[..., :-1]
     return (cdf_gap * gaps).sum(axis=-1)
 
 
