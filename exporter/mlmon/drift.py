@@ -72,7 +72,7 @@ def numeric_scores(
     n = live.sum(axis=-1)
     enough = n >= min_samples
     ref_c, live_c = block.ref_coarse, block.coarse_counts(live)
-    d, p = stats.ks(ref, live, p_value, ref_cdf=block.ref_fine_cdf)
+    d, p = stats.ks(ref, live, p_value, ref_cdf=block.ref_ks_cdf)
     scores = {
         "psi": stats.psi(ref_c, live_c, ref_p=block.ref_coarse_p),
         "js": stats.jensen_shannon(ref_c, live_c, ref_p=block.ref_coarse_p),

@@ -44,10 +44,17 @@ class NumericBlock:
         return self.coarse_counts(self.ref_counts)
 
     @cached_property
-    def ref_fine_cdf(self) -> np.ndarray:
-        """The reference's cumulative proportions on the fine grid (KS, Wasserstein)."""
+    def ref_ks_cdf(self) -> np.ndarray:
+        """The reference's CDF on the fine grid as `stats.ks` computes it (cumulative counts
+        over the total), so a window equal to the reference gives exactly 0."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.cumsum(stats.reference_proportions(self.ref_counts), axis=-1)
+            return np.cumsum(self.ref_counts, axis=-1) / self.ref_counts.sum(axis=-1)[:, None]
+
+    @cached_property
+    def ref_fine_cdf(self) -> np.ndarray:
+        """The reference's cumulative proportions on the fine grid as `stats.wasserstein`
+        computes them."""
+        return np.cumsum(stats.reference_proportions(self.ref_counts), axis=-1)
 
     @cached_property
     def point_gaps(self) -> np.ndarray:
