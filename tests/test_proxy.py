@@ -403,3 +403,44 @@ def test_the_proxy_lives_and_dies_with_the_exporter(tmp_path):
         assert list(snapshots.glob("*.npz")), "the exporter snapshots before it stops"
     finally:
         upstream.shutdown()
+
+
+def test_bodies_over_the_capture_limit_are_forwarded_not_captured(tmp_path):
+    """proxy.max_capture_bytes limits capture only: a larger request goes through
+    unchanged, its answer comes back unchanged, and the skipped capture is counted."""
+    env = make_env(tmp_path, synthetic.credit_spec(), n_train=2_000)
+    upstream = tfserving.serve(0)
+    up_port = upstream.server_address[1]
+    cfg = env.config_path
+    cfg.write_text(
+        cfg.read_text()
+        + f"proxy:\n  upstream: http://127.0.0.1:{up_port}\n  max_capture_bytes: 2000\n"
+        + f"  models:\n    {MODEL}:\n      inputs: [{', '.join(FEATURES)}]\n"
+    )
+    exporter = Exporter(cfg, ["--proxy.listen-address", "127.0.0.1:0"])
+    try:
+        rows = [r["features"] for r in synthetic.events(synthetic.credit_spec(), 400, seed=8)]
+        big = json.dumps({"instances": [[r[k] for k in FEATURES] for r in rows]}).encode()
+        small = json.dumps({"instances": [[r[k] for k in FEATURES] for r in rows[:3]]}).encode()
+        assert len(big) > 20_000 and len(small) < 2000
+        path = f"/v1/models/{MODEL}:predict"
+        for body, chunked in ((big, ""), (big, "1"), (small, "")):
+            h = {"X-Test-Chunked": chunked} if chunked else {}
+            direct = raw_call(up_port, "POST", path, body, h)
+            assert status_of(direct) == 200
+            assert raw_call(exporter.proxy_port, "POST", path, body, h) == direct
+
+        def counted() -> dict | None:
+            m = metrics(exporter)
+            ok = value(m, "mlmon_proxy_capture_failures_total", reason="too_large") == 2
+            return m if ok and value(m, "mlmon_ingest_events_total", model=MODEL) == 3 else None
+
+        m = wait_until(counted, 10, "two skipped captures and the small call's 3 rows")
+        assert value(m, "mlmon_proxy_captured_requests_total", protocol="kserve_v1") == 1
+    finally:
+        exporter.stop()
+        upstream.shutdown()
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
