@@ -209,3 +209,30 @@ def send_raw(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
         except (ConnectionResetError, TimeoutError):
             pass
     return data
+
+
+def raw_call(port: int, method: str, path: str, body: bytes = b"", headers=None) -> bytes:
+    """One request on a fresh connection; the whole raw response, Date header removed."""
+    import socket
+
+    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method == "POST":
+        head.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head_end = raw.index(b"\r\n\r\n")
+    lines = [ln for ln in raw[:head_end].split(b"\r\n") if not ln.lower().startswith(b"date:")]
+    return b"\r\n".join(lines) + raw[head_end:]
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])
+
+
+def body_of(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]

@@ -267,19 +267,13 @@ def test_unknown_models_and_oversized_bodies(capturer):
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from test_fuzz import scalars as fuzz_scalars  # noqa: E402
 
 _KEYS = [
     "instances", "inputs", "outputs", "predictions", "dataframe_split", "dataframe_records",
     "columns", "data", "name", "shape", "datatype", "model_version", "id", *ORDER,
 ]  # fmt: skip
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8),
-    st.sampled_from(["DE", "FP64", "BYTES", "INT64", "label"]),
-)
+_scalars = fuzz_scalars
 _json = st.recursive(
     _scalars,
     lambda inner: st.one_of(

@@ -12,30 +12,22 @@ import time
 
 import pytest
 import tfserving
-from helpers import Exporter, free_port, make_env, parse_metrics, send_raw, wait_until
+from helpers import (
+    Exporter,
+    free_port,
+    make_env,
+    parse_metrics,
+    raw_call,
+    send_raw,
+    status_of,
+    wait_until,
+)
 from mlmon import synthetic
 
 pytestmark = pytest.mark.integration
 
 FEATURES = ["age", "income", "debt_ratio", "credit_lines", "months_employed", "country", "channel"]
 MODEL = "credit-risk"
-
-
-def raw_call(port: int, method: str, path: str, body: bytes = b"", headers=None) -> bytes:
-    """One request on a fresh connection; the whole raw response, Date header removed."""
-    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
-    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body or method == "POST":
-        head.append(f"Content-Length: {len(body)}")
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        chunks = []
-        while data := s.recv(65536):
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head_end = raw.index(b"\r\n\r\n")
-    lines = [ln for ln in raw[:head_end].split(b"\r\n") if not ln.lower().startswith(b"date:")]
-    return b"\r\n".join(lines) + raw[head_end:]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +61,17 @@ def metrics(exporter) -> dict:
 
 def value(m: dict, name: str, **labels) -> float:
     return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def failures_counted(exporter, reason: str, n: int) -> dict:
+    """The metrics, once ``n`` failed inferences with ``reason`` are counted."""
+
+    def check():
+        m = metrics(exporter)
+        key = dict(model=MODEL, version="unversioned", reason=reason)
+        return m if value(m, "mlmon_inference_failures_total", **key) == n else None
+
+    return wait_until(check, 10, f"{n} {reason} failures to be counted")
 
 
 def payloads(rng: random.Random, rows: list[dict]):
@@ -210,14 +213,7 @@ def test_a_slow_upstream_gets_a_504_and_is_counted(stack):
     assert head.startswith(b"HTTP/1.1 504 Gateway Timeout")
     doc = json.loads(payload)
     assert doc["reason"] == "timeout" and "within 1.0s" in doc["error"]
-    m = wait_until(
-        lambda: (m := metrics(exporter))
-        and value(m, "mlmon_inference_failures_total", model=MODEL, version="unversioned",
-                  reason="timeout") == 1
-        and m,
-        10,
-        "the timeout to be counted",
-    )  # fmt: skip
+    m = failures_counted(exporter, "timeout", 1)
     assert value(m, "mlmon_proxy_upstream_failures_total", reason="timeout") == 1
     assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="504") == 1
     # the next call goes through on a fresh connection
@@ -242,14 +238,7 @@ def test_an_unreachable_upstream_gets_a_502_with_a_clear_body(tmp_path):
             assert doc["reason"] == "unreachable"
             assert "refused" in doc["error"].lower()
             assert doc["upstream"] == f"http://127.0.0.1:{dead}"
-        m = wait_until(
-            lambda: (m := metrics(exporter))
-            and value(m, "mlmon_inference_failures_total", model=MODEL, version="unversioned",
-                      reason="upstream_unavailable") == 6
-            and m,
-            10,
-            "the failures to be counted",
-        )  # fmt: skip
+        m = failures_counted(exporter, "upstream_unavailable", 6)
         assert value(m, "mlmon_proxy_upstream_failures_total", reason="unreachable") == 3
         assert value(m, "mlmon_proxy_requests_total", protocol="kserve_v1", code="502") == 3
         assert exporter.get("/healthz").status_code == 200  # the exporter itself is fine
@@ -440,7 +429,3 @@ def test_bodies_over_the_capture_limit_are_forwarded_not_captured(tmp_path):
     finally:
         exporter.stop()
         upstream.shutdown()
-
-
-def status_of(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1])

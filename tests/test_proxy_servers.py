@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import Exporter, free_port, make_env, parse_metrics, wait_until
+from helpers import Exporter, free_port, make_env, parse_metrics, raw_call, wait_until
 from mlmon import synthetic
-from test_proxy import raw_call
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,8 @@ import random
 import socket
 
 import pytest
-from helpers import Exporter, make_env, parse_metrics, send_raw
+from helpers import Exporter, body_of, make_env, parse_metrics, raw_call, send_raw, status_of
 from mlmon import synthetic
-from test_proxy import raw_call
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +29,6 @@ def served(tmp_path_factory):
     exporter = Exporter(env.config_path)
     yield env, exporter
     exporter.stop()
-
-
-def body_of(raw: bytes) -> bytes:
-    return raw.split(b"\r\n\r\n", 1)[1]
-
-
-def status_of(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1])
 
 
 def test_hot_routes_answer_exactly_as_the_flask_app(served, tmp_path):

@@ -110,21 +110,6 @@ class Api:
                 )
         return body
 
-    def _body(
-        self,
-        m: ModelMonitor | None,
-        model: str,
-        body: bytes,
-        content_length: int | None,
-        content_encoding: str | None,
-    ) -> bytes:
-        """The decoded body of an ingest call; BadRequest for an unknown model or a body
-        over the limit."""
-        if m is None:
-            raise self.unknown_model(model)
-        self.check_length(content_length)
-        return self.decoded_body(body, content_encoding)
-
     def refuse(self, endpoint: str, e: BadRequest, model: str | None = None) -> Reply:
         counters = self.monitor.counters
         counters.count(counters.rejected, (endpoint, e.reason))
@@ -143,26 +128,22 @@ class Api:
         content_encoding: str | None,
         partial: str | None,
     ) -> Reply:
-        endpoint = "predictions"
-        counters = self.monitor.counters
-        counters.count(counters.requests, endpoint)
-        m = self.monitor.models.get(model)
-        try:
-            raw = self._body(m, model, body, content_length, content_encoding)
+        def apply(m: ModelMonitor, raw: bytes) -> Reply:
             events = decode_events(raw, content_type or "")
             if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
                 # the columnar form: {"columns": {"features": {name: [...]}, ...}}
                 batch, details = m.ingest_columns(events[0]["columns"]), []
             else:
                 batch, details = m.ingest(events, partial=(partial or "").lower() in _TRUE)
-        except BadRequest as e:
-            return self.refuse(endpoint, e, model if m is not None else None)
-        counters.count(counters.events, model, batch.n)
-        if details:
-            bad = len({d["index"] for d in details})
-            counters.count(counters.rejected_events, model, bad)
-            return json_reply({"accepted": batch.n, "rejected": bad, "details": details})
-        return Reply(200, b'{"accepted":%d,"rejected":0}' % batch.n)
+            counters = self.monitor.counters
+            counters.count(counters.events, model, batch.n)
+            if details:
+                bad = len({d["index"] for d in details})
+                counters.count(counters.rejected_events, model, bad)
+                return json_reply({"accepted": batch.n, "rejected": bad, "details": details})
+            return Reply(200, b'{"accepted":%d,"rejected":0}' % batch.n)
+
+        return self._ingest("predictions", model, body, content_length, content_encoding, apply)
 
     def labels(
         self,
@@ -173,28 +154,44 @@ class Api:
         content_encoding: str | None,
         partial: str | None,
     ) -> Reply:
-        endpoint = "labels"
+        def apply(m: ModelMonitor, raw: bytes) -> Reply:
+            items = decode_events(raw, content_type or "", list_key="labels")
+            limit = self.monitor.config.limits["max_batch_events"]
+            if len(items) > limit:
+                raise BadRequest(
+                    413, "batch_too_large", f"{len(items)} labels exceed the limit of {limit}"
+                )
+            outcomes, details = m.ingest_labels(items, partial=(partial or "").lower() in _TRUE)
+            out: dict[str, Any] = {k: outcomes.get(k, 0) for k in OUTCOMES}
+            out["rejected"] = len(details)
+            if details:
+                out["details"] = details[:100]
+            return json_reply(out)
+
+        return self._ingest("labels", model, body, content_length, content_encoding, apply)
+
+    def _ingest(
+        self,
+        endpoint: str,
+        model: str,
+        body: bytes,
+        content_length: int | None,
+        content_encoding: str | None,
+        apply: Callable[[ModelMonitor, bytes], Reply],
+    ) -> Reply:
+        """What both ingest endpoints do around their work: count the request, refuse an
+        unknown model or a body over the limit, decode the body, and turn a BadRequest into
+        a counted refusal."""
         counters = self.monitor.counters
         counters.count(counters.requests, endpoint)
         m = self.monitor.models.get(model)
         try:
-            raw = self._body(m, model, body, content_length, content_encoding)
-            items = decode_events(raw, content_type or "", list_key="labels")
-            limits = self.monitor.config.limits
-            if len(items) > limits["max_batch_events"]:
-                raise BadRequest(
-                    413,
-                    "batch_too_large",
-                    f"{len(items)} labels exceed the limit of {limits['max_batch_events']}",
-                )
-            outcomes, details = m.ingest_labels(items, partial=(partial or "").lower() in _TRUE)
+            if m is None:
+                raise self.unknown_model(model)
+            self.check_length(content_length)
+            return apply(m, self.decoded_body(body, content_encoding))
         except BadRequest as e:
             return self.refuse(endpoint, e, model if m is not None else None)
-        out: dict[str, Any] = {k: outcomes.get(k, 0) for k in OUTCOMES}
-        out["rejected"] = len(details)
-        if details:
-            out["details"] = details[:100]
-        return json_reply(out)
 
     def metrics(self, accept_encoding: str | None) -> Reply:
         body = self.render()

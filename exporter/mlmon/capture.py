@@ -311,23 +311,22 @@ def _scalar(v: Any) -> Any:
     return v[0] if isinstance(v, list) and len(v) == 1 else v
 
 
+def _first(doc: Any, keys: tuple[str, ...]) -> Any:
+    """The value of the first of ``keys`` that a JSON object has."""
+    if isinstance(doc, dict):
+        for k in keys:
+            if k in doc:
+                return doc[k]
+    raise _unrecognised(f"expected an object with one of {', '.join(keys)}")
+
+
 # KServe v1 / TF Serving: {"instances": rows} or {"inputs": rows | {name: column}}
 def _v1_request(req: Any, names: tuple[str | None, ...]) -> list[dict[str, Any]]:
-    if isinstance(req, dict):
-        if "instances" in req:
-            return _rows(req["instances"], names)
-        if "inputs" in req:
-            return _rows(req["inputs"], names)
-    raise _unrecognised("expected {'instances': [...]} or {'inputs': ...}")
+    return _rows(_first(req, ("instances", "inputs")), names)
 
 
 def _v1_response(resp: Any, route: RouteSettings) -> Decoded:
-    if isinstance(resp, dict):
-        if "predictions" in resp:
-            return _outputs(resp["predictions"], route)
-        if "outputs" in resp:
-            return _outputs(resp["outputs"], route)
-    raise _unrecognised("expected {'predictions': [...]} or {'outputs': ...}")
+    return _outputs(_first(resp, ("predictions", "outputs")), route)
 
 
 def _outputs(value: Any, route: RouteSettings) -> Decoded:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 
+HEAD_LIMIT = 64 * 1024  # a request head larger than this gets 431
 _KEPT_HEADERS = frozenset({b"content-type", b"content-encoding"})
 
 

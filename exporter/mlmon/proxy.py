@@ -42,7 +42,7 @@ import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
 from .config import ProxySettings, split_address
-from .httpio import Head, plain, read_request
+from .httpio import HEAD_LIMIT, Head, plain, read_request
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -55,7 +55,6 @@ UPSTREAM_FAILURES = ("unreachable", "connect_timeout", "timeout", "disconnected"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CAPTURE_DELAY_SECONDS = 0.05
 SWITCH_INTERVAL_SECONDS = 0.0002
-_HEAD_LIMIT = 64 * 1024
 _PIECE = 64 * 1024
 
 
@@ -159,7 +158,7 @@ class Proxy:
         host, port = split_address(self.settings.listen_address)
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._client, host, port, limit=_HEAD_LIMIT, backlog=1024)
+                asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT, backlog=1024)
             )
         except OSError as e:
             ports.put(("error", e.strerror or str(e)))
@@ -280,7 +279,7 @@ class Proxy:
             w.close()
         try:
             r, w = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=_HEAD_LIMIT),
+                asyncio.open_connection(self.host, self.port, limit=HEAD_LIMIT),
                 self.settings.connect_timeout_seconds,
             )
         except TimeoutError:

@@ -21,11 +21,10 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from .api import Api, Reply, json_reply
 from .auth import Tokens
-from .httpio import Head, plain, read_request, response
+from .httpio import HEAD_LIMIT, Head, plain, read_request, response
 
 log = logging.getLogger("mlmon.server")
 
-_HEAD_LIMIT = 64 * 1024
 _INLINE_BODY = 256 * 1024  # larger ingest bodies are handled in a worker thread
 _HOP_BY_HOP = frozenset({"connection", "transfer-encoding", "keep-alive", "content-length"})
 _INGEST = ("predictions", "labels")
@@ -45,7 +44,7 @@ class Server:
         self.address = sock.getsockname()[:2]
         loop = asyncio.new_event_loop()
         server = loop.run_until_complete(
-            asyncio.start_server(self._client, sock=sock, limit=_HEAD_LIMIT, backlog=1024)
+            asyncio.start_server(self._client, sock=sock, limit=HEAD_LIMIT, backlog=1024)
         )
         try:
             loop.run_forever()
