@@ -236,3 +236,34 @@ def status_of(raw: bytes) -> int:
 
 def body_of(raw: bytes) -> bytes:
     return raw.split(b"\r\n\r\n", 1)[1]
+
+
+# Headers that are the connection's, not the message's (RFC 9110 §7.6.1), and the date:
+# a proxy answers with the upstream's message, not with its connection's framing.
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "date", "content-length"}
+
+
+def message_of(raw: bytes, method: str = "POST") -> tuple[int, list[tuple[str, str]], bytes]:
+    """A raw HTTP/1.1 response parsed by h11: (status, end-to-end headers in order with
+    lower-case names, the body with its framing removed)."""
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    conn.receive_data(b"")
+    status, headers, body = 0, [], b""
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            headers = [
+                (k.decode().lower(), v.decode("latin-1"))
+                for k, v in event.headers
+                if k.decode().lower() not in _HOP_BY_HOP
+            ]
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is h11.NEED_DATA:
+            return status, headers, body

@@ -8,7 +8,6 @@ reply is a status, a body and its content type; the callers speak HTTP.
 from __future__ import annotations
 
 import gzip
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from .auth import Tokens
 from .auth import check as auth_check
-from .events import BadRequest, decode_events
+from .events import BadRequest, decode_events, gunzip
 from .labels import OUTCOMES
 from .monitor import ModelMonitor, Monitor
 
@@ -99,15 +98,7 @@ class Api:
         if len(body) > limit:
             raise BadRequest(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
         if (content_encoding or "").lower() == "gzip":
-            try:
-                with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:
-                    body = gz.read(limit + 1)
-            except (OSError, EOFError) as e:
-                raise BadRequest(400, "malformed_body", f"invalid gzip body: {e}") from None
-            if len(body) > limit:
-                raise BadRequest(
-                    413, "body_too_large", f"decompressed body exceeds the limit of {limit} bytes"
-                )
+            body = gunzip(body, limit)
         return body
 
     def refuse(self, endpoint: str, e: BadRequest, model: str | None = None) -> Reply:

@@ -8,7 +8,6 @@ hands it an `Exchange` after the response has gone back to the caller.
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .config import NAME_RE, ProxySettings, RouteSettings
-from .events import BadRequest, decode_json
+from .events import BadRequest, decode_json, gunzip
 from .schema import ModelSchema
 
 # The bounded vocabulary of `protocol` labels; "none" is traffic that is only forwarded.
@@ -178,7 +177,7 @@ class Capturer:
 
     def _decode(self, ex: Exchange, schema: ModelSchema, route: RouteSettings) -> Decoded:
         rows = self._decode_request(ex, schema, route, ex.protocol)
-        resp = _json(ex.response_body, ex.response_headers)
+        resp = _json(ex.response_body, ex.response_headers, self.settings.max_capture_bytes)
         if ex.protocol == "kserve_v1":
             d = _v1_response(resp, route)
         elif ex.protocol == "oip_v2":
@@ -195,7 +194,7 @@ class Capturer:
     ) -> list[dict[str, Any]]:
         if ex.too_large:
             raise CaptureError("too_large", "body over proxy.max_capture_bytes")
-        req = _json(ex.request_body, ex.request_headers)
+        req = _json(ex.request_body, ex.request_headers, self.settings.max_capture_bytes)
         names = route.inputs or tuple(schema.feature_kinds)
         if protocol == "kserve_v1":
             return _v1_request(req, names)
@@ -211,7 +210,7 @@ class Capturer:
         assert g is not None
         req = None
         if g.ids is not None and g.ids.startswith("request."):
-            req = _json(ex.request_body, ex.request_headers)
+            req = _json(ex.request_body, ex.request_headers, self.settings.max_capture_bytes)
         outputs = _list(_path(g.predictions, req, resp), "predictions")
         scores = _list(_path(g.scores, req, resp), "scores") if g.scores else None
         ids = _list(_path(g.ids, req, resp), "ids") if g.ids else None
@@ -231,12 +230,13 @@ def _failure_text(ex: Exchange) -> str:
     return f"model_error: HTTP {ex.status}"
 
 
-def _json(body: bytes, headers: dict[str, str]) -> Any:
+def _json(body: bytes, headers: dict[str, str], limit: int) -> Any:
     if headers.get("content-encoding", "").lower() == "gzip":
         try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError) as e:
-            raise CaptureError("malformed_json", f"invalid gzip body: {e}") from None
+            body = gunzip(body, limit)  # under the same after-decompression limit as the API
+        except BadRequest as e:
+            reason = "too_large" if e.status == 413 else "malformed_json"
+            raise CaptureError(reason, e.message) from None
     try:
         return decode_json(body)
     except BadRequest as e:

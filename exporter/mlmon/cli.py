@@ -60,9 +60,10 @@ def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> Collect
 def cmd_serve(args: argparse.Namespace) -> int:
     from .api import Api
     from .auth import load_tokens
+    from .guard import Guard
     from .monitor import Monitor
     from .proxy import ProxyStats
-    from .server import Server
+    from .server import ExporterApp, effective_limits, limits_of, serve
     from .web import create_app
 
     cfg = load_config(args.config)
@@ -78,8 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tokens = load_tokens(cfg)
     registry, render = build_exposition(monitor, proxy_stats)
     api = Api(monitor, registry, tokens, render)
-    app = create_app(monitor, registry, tokens, api)
-    server = Server(api, app, tokens, cfg.server.threads)
+    app = ExporterApp(api, create_app(monitor, registry, tokens, api), cfg.server.threads)
+    limits = effective_limits(limits_of(cfg.server))
+    counters = monitor.counters
+    guard = Guard(limits, lambda reason: counters.count(counters.connections_closed, reason))
     if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
         from .proxy import ProxyProcess
 
@@ -111,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(0)
 
         signal.signal(signal.SIGTERM, on_term)
-    server.serve_forever(sock)
+    serve(app, sock, limits, guard)
     return 0
 
 

@@ -84,6 +84,20 @@ class MlmonCollector(Collector):
             events = dict(c.events)
             rejected_events = dict(c.rejected_events)
             limits = dict(c.limit_hits)
+            closed = {("exporter", r): v for r, v in c.connections_closed.items()}
+        if self.proxy is not None:
+            closed.update(
+                (("proxy", r), v) for r, v in self.proxy.snapshot()["connections_closed"].items()
+            )
+        fam = _counter(
+            "mlmon_http_connections_closed",
+            "Connections the exporter's or the proxy's HTTP server closed, by reason: "
+            "timeouts, evictions at the connection cap, malformed or oversized heads.",
+            labels=["server", "reason"],
+        )
+        for (server, reason), v in sorted(closed.items()):
+            fam.add_metric([server, reason], v)
+        yield fam
         fam = _counter(
             "mlmon_ingest_requests",
             "Requests received by the ingest API, by endpoint.",

@@ -201,6 +201,14 @@ class ServerSettings:
     # how often (also on SIGTERM).
     snapshot_dir: Path | None = None
     snapshot_interval_seconds: float = 60.0
+    # Slow and idle clients (see `guard`): the whole request head must arrive within
+    # header_timeout; a body may fall silent for body_timeout; a keep-alive connection may
+    # idle for idle_timeout. At max_connections a newcomer evicts the oldest connection
+    # that has not sent a complete request head.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 60.0
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,12 @@ class ProxySettings:
     connect_timeout_seconds: float = 2.0
     max_capture_bytes: int = 10 * 1024 * 1024  # larger bodies are forwarded, not captured
     queue_size: int = 10_000  # exchanges waiting for capture; beyond, dropped and counted
+    queue_bytes: int = 64 * 1024 * 1024  # their bodies' bytes; beyond, dropped and counted
+    max_upstream_connections: int = 100  # pooled connections to the upstream, at most
+    header_timeout_seconds: float = 10.0  # as in ServerSettings, for the proxy's clients
+    body_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 60.0
+    max_connections: int = 1000
     id_header: str = "X-Request-Id"
     version_header: str = "X-Model-Version"
     model: str | None = None  # the model of /invocations and generic requests
@@ -621,6 +635,8 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
             "metrics_token_file",
             "snapshot_dir",
             "snapshot_interval",
+            *_TIMEOUT_KEYS,
+            "max_connections",
         },
     )
     server = ServerSettings()
@@ -639,6 +655,7 @@ def parse_config(doc: Any, base_dir: Path, source: str = "config") -> Config:
         iv = c.duration(server_raw["snapshot_interval"], "server.snapshot_interval")
         if iv is not None:
             server = replace(server, snapshot_interval_seconds=iv)
+    server = replace(server, **_connection_limits(c, server_raw, "server"))
     for key in ("admin_token_file", "ingest_token_file", "metrics_token_file", "snapshot_dir"):
         if key in server_raw:
             if not isinstance(server_raw[key], str) or not server_raw[key]:
@@ -684,6 +701,25 @@ def upstream_address(url: str) -> tuple[str, int]:
     return m.group(1).strip("[]"), port
 
 
+_TIMEOUT_KEYS = ("header_timeout", "body_timeout", "idle_timeout")
+
+
+def _connection_limits(c: _Checker, raw: dict, path: str) -> dict[str, Any]:
+    """The timeouts and the connection cap of a server section (`server` or `proxy`)."""
+    out: dict[str, Any] = {}
+    for key in _TIMEOUT_KEYS:
+        if key in raw:
+            v = c.duration(raw[key], f"{path}.{key}")
+            if v is not None:
+                out[f"{key}_seconds"] = v
+    if "max_connections" in raw:
+        v = c.number(raw["max_connections"], f"{path}.max_connections", lo=16, hi=1_000_000,
+                     integer=True)  # fmt: skip
+        if v is not None:
+            out["max_connections"] = int(v)
+    return out
+
+
 _DOTTED_RE = re.compile(r"^(request|response)(\.[^.]+)+$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -699,6 +735,10 @@ def _proxy(c: _Checker, raw: Any, models: list[ModelConfig]) -> ProxySettings | 
             "connect_timeout",
             "max_capture_bytes",
             "queue_size",
+            "queue_bytes",
+            "max_upstream_connections",
+            *_TIMEOUT_KEYS,
+            "max_connections",
             "id_header",
             "version_header",
             "model",
@@ -728,11 +768,12 @@ def _proxy(c: _Checker, raw: Any, models: list[ModelConfig]) -> ProxySettings | 
             v = c.duration(raw[key], f"proxy.{key}")
             if v is not None:
                 out = replace(out, **{attr: v})
-    for key in ("max_capture_bytes", "queue_size"):
+    for key in ("max_capture_bytes", "queue_size", "queue_bytes", "max_upstream_connections"):
         if key in raw:
             v = c.number(raw[key], f"proxy.{key}", lo=1, hi=2**31, integer=True)
             if v is not None:
                 out = replace(out, **{key: int(v)})
+    out = replace(out, **_connection_limits(c, raw, "proxy"))
     for key in ("id_header", "version_header"):
         if key in raw:
             if not isinstance(raw[key], str) or not _HEADER_RE.match(raw[key]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -55,6 +56,23 @@ class BadRequest(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "reason": self.reason, "details": self.details}
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body decompressed, refused (413) as soon as it grows past ``limit`` bytes: a
+    small bomb costs at most ``limit`` bytes of memory and the CPU to produce them."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+        if not d.eof and len(out) <= limit:
+            raise zlib.error("the gzip stream is truncated")
+    except zlib.error as e:
+        raise BadRequest(400, "malformed_body", f"invalid gzip body: {e}") from None
+    if len(out) > limit:
+        raise BadRequest(
+            413, "body_too_large", f"decompressed body exceeds the limit of {limit} bytes"
+        )
+    return out
 
 
 def decode_json(body: bytes) -> Any:

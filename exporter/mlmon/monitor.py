@@ -25,6 +25,7 @@ from .config import (
     load_config,
 )
 from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
+from .guard import CLOSE_REASONS
 from .labels import LabelStore, Pending
 from .schema import ModelSchema, resolve
 from .state import Layout, ModelState, VersionSnapshot, label_delta
@@ -45,6 +46,8 @@ class IngestCounters:
         self.events: Counter[str] = Counter()  # model
         self.rejected_events: Counter[str] = Counter()  # model
         self.limit_hits: Counter[str] = Counter(dict.fromkeys(LIMIT_DEFAULTS, 0))
+        # connections the exporter's HTTP server closed, by reason (see `guard`)
+        self.connections_closed: Counter[str] = Counter(dict.fromkeys(CLOSE_REASONS, 0))
 
     def count(self, counter: Counter, key: Any, n: int = 1) -> None:
         with self.lock:

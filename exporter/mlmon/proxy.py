@@ -1,12 +1,18 @@
 """The reverse proxy: forwards every request to the model server and every response back,
-byte for byte, and hands a copy of inference calls to a capture thread.
+and hands a copy of inference calls to the exporter for capture.
 
-The proxy never changes what the caller gets: the response's status line, headers and
-body are relayed as the upstream wrote them (chunked framing included). Only when the
-upstream cannot be reached (502) or does not answer in time (504) does the proxy answer
-itself, with a JSON body saying why. Capture happens after the response has been written:
-a bounded queue hands a copy of each inference call to the exporter; when the queue is full
-the copy is dropped and counted, never waited for.
+Both sides speak HTTP through maintained libraries: uvicorn (httptools/llhttp, behind
+mlmon's connection guard) parses what callers send, aiohttp sends each request upstream
+from what was parsed — a head rebuilt from the parsed method, target and headers, less the
+hop-by-hop ones (RFC 9110 §7.6.1) — over a capped pool of keep-alive connections, and
+parses the upstream's response. aiohttp returns a connection to the pool only after a
+complete, well-framed response. No raw byte of a caller is ever forwarded.
+
+The caller gets the upstream's status, headers (less hop-by-hop ones) and body. Only when
+the upstream cannot be reached (502) or does not answer in time (504) does the proxy
+answer itself, with a JSON body saying why. Capture happens after the response has been
+written: a queue bounded in calls and in bytes hands a copy of each inference call to the
+exporter; when it is full the copy is dropped and counted, never waited for.
 
 The proxy runs in a process of its own, so nothing the exporter does — decoding captured
 payloads, ingesting, rendering a scrape — ever holds up a proxied call (Python threads
@@ -14,15 +20,10 @@ would share one interpreter lock). Its counters live in shared memory that the e
 reads at scrape time; captured calls travel in batches over a pipe to the exporter's
 capture thread. If the exporter goes away the proxy exits; if the proxy dies the exporter
 stops (snapshotting first), so the pod restarts whole.
-
-HTTP/1.1 with keep-alive on both sides; the upstream connections are pooled. An
-``Expect: 100-continue`` is answered by the proxy (and not forwarded), so a client never
-waits for the upstream to invite its body.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import logging
@@ -30,6 +31,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -42,7 +44,7 @@ import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
 from .config import ProxySettings, split_address
-from .httpio import HEAD_LIMIT, Head, plain, read_request
+from .guard import CLOSE_REASONS
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -56,6 +58,22 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 CAPTURE_DELAY_SECONDS = 0.05
 SWITCH_INTERVAL_SECONDS = 0.0002
 _PIECE = 64 * 1024
+# Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction; `expect` is
+# answered by the proxy's own server and `host` is set from the upstream address.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+    }
+)
 
 
 _CODES = range(100, 600)
@@ -69,7 +87,10 @@ class ProxyStats:
 
     def __init__(self) -> None:
         n_proto, n_buckets = len(PROTOCOLS), len(DURATION_BUCKETS) + 1
-        self._shm = mp.RawArray("d", n_proto * len(_CODES) + n_proto * (n_buckets + 1) + 7)
+        n_closed = len(CLOSE_REASONS)
+        self._shm = mp.RawArray(
+            "d", n_proto * len(_CODES) + n_proto * (n_buckets + 1) + 7 + n_closed
+        )
         flat = np.frombuffer(self._shm, dtype=np.float64)
         i = n_proto * len(_CODES)
         self._requests = flat[:i].reshape(n_proto, len(_CODES))
@@ -78,7 +99,10 @@ class ProxyStats:
         self._duration_sums = flat[j : j + n_proto]
         k = j + n_proto
         self._upstream = flat[k : k + len(UPSTREAM_FAILURES)]
-        self._queue = flat[k + len(UPSTREAM_FAILURES) : k + len(UPSTREAM_FAILURES) + 2]
+        q = k + len(UPSTREAM_FAILURES)
+        self._queue = flat[q : q + 2]
+        self._closed = flat[q + 2 : q + 2 + n_closed]
+        self._closed_index = {r: n for n, r in enumerate(CLOSE_REASONS)}
         self._proto_index = {p: n for n, p in enumerate(PROTOCOLS)}
         self._upstream_index = {r: n for n, r in enumerate(UPSTREAM_FAILURES)}
         self.lock = threading.Lock()
@@ -101,6 +125,9 @@ class ProxyStats:
 
     def set_queue_length(self, n: int) -> None:
         self._queue[1] = n
+
+    def connection_closed(self, reason: str) -> None:
+        self._closed[self._closed_index[reason]] += 1
 
     # written by the exporter
     def count(self, counter: Counter, key: Any, n: int = 1) -> None:
@@ -126,49 +153,91 @@ class ProxyStats:
             "capture_failures": capture,
             "captured": captured,
             "queue_length": float(self._queue[1]),
+            "connections_closed": dict(zip(CLOSE_REASONS, self._closed.tolist(), strict=True)),
         }
 
 
 class _UpstreamError(Exception):
-    def __init__(self, reason: str, message: str, sent: bool = False) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason, self.message = reason, message
-        self.sent = sent  # part of the response already went to the client
-
-
-class _ClientBodyError(Exception):
-    """The caller's request body is not valid HTTP framing."""
 
 
 class Proxy:
-    """The forwarding engine; runs in the proxy process (see `ProxyProcess`)."""
+    """The forwarding engine, an ASGI app; runs in the proxy process (see `ProxyProcess`)."""
 
     def __init__(self, settings: ProxySettings, stats: ProxyStats) -> None:
         self.settings = settings
         self.stats = stats
-        self.host, self.port = settings.upstream_host_port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        host, port = settings.upstream_host_port
+        self.base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=settings.queue_size)
+        self.queued_bytes = 0  # bodies waiting in the queue
+        self._bytes_lock = threading.Lock()
+        self.session: Any = None  # aiohttp.ClientSession, made on the proxy's event loop
 
     def serve(self, conn: Connection, ports: Any) -> None:
         """Listen, report the bound port (or the error) on ``ports``, forward until the
         exporter goes away; captured calls go to ``conn``."""
+        import uvicorn
+
+        from .guard import Guard, guarded_protocol
+        from .server import effective_limits, limits_of
+
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the sender thread yields quickly
-        loop = asyncio.new_event_loop()
         host, port = split_address(self.settings.listen_address)
         try:
-            server = loop.run_until_complete(
-                asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT, backlog=1024)
-            )
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, backlog=1024)
         except OSError as e:
             ports.put(("error", e.strerror or str(e)))
             return
-        ports.put(("ok", server.sockets[0].getsockname()[1]))
+        ports.put(("ok", sock.getsockname()[1]))
         threading.Thread(
             target=self._send_captures, args=(conn, os.getppid()), name="mlmon-proxy-send",
             daemon=True,
         ).start()  # fmt: skip
-        loop.run_forever()
+        limits = effective_limits(limits_of(self.settings))
+        guard = Guard(limits, self.stats.connection_closed)
+
+        config = uvicorn.Config(
+            self,
+            http=guarded_protocol(guard),
+            loop="asyncio",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=int(limits.idle_timeout) + 1,
+            timeout_graceful_shutdown=2,
+            backlog=1024,
+        )
+        errors = logging.getLogger("uvicorn.error")
+        errors.setLevel(logging.WARNING)
+        # a response cut by the upstream is logged above, once
+        errors.addFilter(lambda r: "without completing response" not in r.getMessage())
+        uvicorn.Server(config).run(sockets=[sock])
+
+    def _session(self) -> Any:
+        import aiohttp
+
+        if self.session is None:
+            s = self.settings
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=s.max_upstream_connections,
+                    limit_per_host=s.max_upstream_connections,
+                    keepalive_timeout=30,
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=s.timeout_seconds, sock_connect=s.connect_timeout_seconds
+                ),
+                auto_decompress=False,  # bodies are relayed as the upstream encoded them
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self.session
 
     def _send_captures(self, conn: Connection, parent: int) -> None:
         """Batches of captured calls to the exporter; exits the process when it is gone."""
@@ -187,187 +256,212 @@ class Proxy:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < 1024:
                     batch.append(self.queue.get_nowait())
+            with self._bytes_lock:
+                self.queued_bytes -= sum(_size(ex) for ex in batch)
             self.stats.set_queue_length(self.queue.qsize())
             try:
                 conn.send(batch)
             except (OSError, ValueError):
                 os._exit(0)
 
-    # -- one client connection -------------------------------------------------------
+    def _enqueue(self, ex: Exchange) -> None:
+        size = _size(ex)
+        with self._bytes_lock:
+            if self.queued_bytes + size > self.settings.queue_bytes:
+                self.stats.dropped()
+                return
+            try:
+                self.queue.put_nowait(ex)
+            except queue.Full:
+                self.stats.dropped()
+                return
+            self.queued_bytes += size
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except Exception:  # a bug must not take the proxy down; the connection is dropped
-            log.exception("proxy connection failed")
-        finally:
-            writer.close()
+    # -- one request -------------------------------------------------------------------
 
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        req = await read_request(reader, writer)
-        if req is None:
-            return False
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
         started = time.time()
         t0 = time.perf_counter()
-        head, method, raw = req.head, req.method, req.raw
-        keep_alive = req.keep_alive
+        method = scope["method"]
+        target = scope["raw_path"] + (
+            b"?" + scope["query_string"] if scope["query_string"] else b""
+        )
         protocol, model_key, path_version = classify(
-            method.decode("latin-1"), req.target.decode("latin-1"), self.settings
+            method, scope["raw_path"].decode("latin-1"), self.settings
+        )
+        headers = _forwarded(scope["headers"])
+        ex = Exchange(
+            protocol, model_key, path_version, started, request_headers=_kept(scope["headers"])
         )
         limit = self.settings.max_capture_bytes
-        raw_head = raw
-        if head.headers.get(b"expect", b"").lower() == b"100-continue":
-            raw_head = _without_header(raw, b"expect")  # answered already; not forwarded
-        # The request body: read whole when small (so a stale pooled connection can be
-        # retried), streamed through otherwise.
-        body: bytes | None = b""
-        if head.chunked:
-            body = None
-        elif head.length:
-            body = await reader.readexactly(head.length) if head.length <= limit else None
-        ex = Exchange(
-            protocol, model_key, path_version, started, request_headers=head.text_headers()
-        )
-        if body is not None:
-            ex.request_body = body
+        body, rest = await _read_up_to(receive, limit)
+        ex.request_body, ex.too_large = (body, False) if rest is None else (b"", True)
         try:
-            resp_head = await self._forward(raw_head, head, body, reader, writer, ex, method)
-            status = int(resp_head.first.split(b" ", 2)[1])
-            if resp_head.close or _until_close(resp_head, method):
-                keep_alive = False  # the caller was told (or will see) the connection end
-        except _ClientBodyError:
-            writer.write(plain(400, b"malformed request body\n"))
-            await writer.drain()
-            return False
+            status = await self._forward(method, target, headers, body, rest, send, ex)
         except _UpstreamError as e:
             self.stats.upstream_failure(e.reason)
-            if e.sent:
-                self.stats.request(protocol, 502, time.perf_counter() - t0)
-                return False  # the response was cut: the caller sees the connection drop
             status = 504 if e.reason == "timeout" else 502
+            if ex.status == -1:  # the response had begun: the caller sees the connection drop
+                self.stats.request(protocol, 502, time.perf_counter() - t0)
+                log.warning("response cut: %s", e.message)
+                return  # uvicorn closes a connection whose response is incomplete
             msg = {
                 "error": f"mlmon proxy: {e.message}",
                 "reason": e.reason,
                 "upstream": self.settings.upstream,
             }
-            writer.write(plain(status, orjson.dumps(msg) + b"\n", b"application/json"))
+            await _reply(send, status, orjson.dumps(msg) + b"\n", rest is not None)
             ex.status, ex.failure = status, e.reason
             ex.latency = time.perf_counter() - t0
-            if (head.length and body is None) or head.chunked:
-                keep_alive = False  # the unread request body is still on the wire
-        await writer.drain()
         self.stats.request(protocol, status, time.perf_counter() - t0)
         if protocol != "none":
             if ex.failure is None:
                 ex.status = status
-            try:
-                self.queue.put_nowait(ex)
-            except queue.Full:
-                self.stats.dropped()
-        return keep_alive
-
-    # -- the upstream ------------------------------------------------------------------
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        while self._idle:
-            r, w = self._idle.pop()
-            if not r.at_eof() and not w.is_closing():
-                return r, w, True
-            w.close()
-        try:
-            r, w = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=HEAD_LIMIT),
-                self.settings.connect_timeout_seconds,
-            )
-        except TimeoutError:
-            raise _UpstreamError(
-                "connect_timeout",
-                f"no connection to the upstream within {self.settings.connect_timeout_seconds}s",
-            ) from None
-        except OSError as e:
-            raise _UpstreamError(
-                "unreachable", f"upstream unreachable: {os.strerror(e.errno) if e.errno else e}"
-            ) from None
-        return r, w, False
+            self._enqueue(ex)
 
     async def _forward(
         self,
-        raw_head: bytes,
-        head: Head,
-        body: bytes | None,
-        creader: asyncio.StreamReader,
-        cwriter: asyncio.StreamWriter,
+        method: str,
+        target: bytes,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        rest: Any,
+        send: Any,
         ex: Exchange,
-        method: bytes,
-    ) -> Head:
+    ) -> int:
+        """Send the request upstream and relay its response; the status relayed."""
+        import aiohttp
+        from yarl import URL
+
+        url = URL(self.base + target.decode("latin-1"), encoded=True)
+        data: Any = body if rest is None else _stream(body, rest)
         limit = self.settings.max_capture_bytes
         for attempt in (0, 1):
-            ur, uw, reused = await self._connect()
             t0 = time.perf_counter()
-            replied = False
             try:
-                async with asyncio.timeout(self.settings.timeout_seconds):
-                    if body is not None:
-                        uw.write(raw_head + body)
-                    else:
-                        uw.write(raw_head)
-                        try:
-                            ex.request_body, ex.too_large = await _relay_body(
-                                head, creader, uw, limit
-                            )
-                        except (ValueError, asyncio.IncompleteReadError):
-                            uw.close()
-                            raise _ClientBodyError from None
-                    await uw.drain()
-                    try:
-                        resp = await _read_response_head(ur, cwriter)
-                    except (ConnectionError, asyncio.IncompleteReadError):
-                        uw.close()
-                        if reused and attempt == 0 and body is not None:
-                            continue  # a pooled connection the upstream had closed: retry
-                        raise
-                    cwriter.write(resp.raw)
-                    replied = True
-                    try:
-                        if method == b"HEAD" or _bodiless(resp):
-                            data, large = b"", False
-                        else:
-                            data, large = await _relay_body(resp, ur, cwriter, limit)
-                    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-                        uw.close()
-                        raise _UpstreamError(
-                            "disconnected", "the upstream closed mid-response", sent=True
-                        ) from None
-            except TimeoutError:
-                uw.close()
+                async with self._session().request(
+                    method, url, headers=headers, data=data, allow_redirects=False,
+                    compress=None, chunked=None,
+                ) as resp:  # fmt: skip
+                    out = [
+                        (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _HOP_BY_HOP
+                    ]
+                    ex.status = -1  # from here on, a failure cuts the response
+                    await send(
+                        {"type": "http.response.start", "status": resp.status, "headers": out}
+                    )
+                    kept: list[bytes] = []
+                    size = 0
+                    async for chunk in resp.content.iter_chunked(_PIECE):
+                        size += len(chunk)
+                        if size <= limit:
+                            kept.append(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+                    ex.latency = time.perf_counter() - t0
+                    ex.too_large = ex.too_large or size > limit
+                    ex.response_body = b"" if size > limit else b"".join(kept)
+                    ex.response_headers = {
+                        k.decode("latin-1"): v.decode("latin-1")
+                        for k, v in out
+                        if k in (b"content-type", b"content-encoding") or k.startswith(b"x-")
+                    }
+                    return resp.status
+            except aiohttp.ClientConnectorError as e:
+                errno = e.os_error.errno
+                why = os.strerror(errno) if errno else str(e)
+                raise _UpstreamError("unreachable", f"upstream unreachable: {why}") from None
+            except aiohttp.ConnectionTimeoutError:
+                within = self.settings.connect_timeout_seconds
                 raise _UpstreamError(
-                    "timeout",
-                    f"no complete response from the upstream within "
-                    f"{self.settings.timeout_seconds}s",
-                    sent=replied,
+                    "connect_timeout", f"no connection to the upstream within {within}s"
                 ) from None
-            except (ConnectionError, asyncio.IncompleteReadError):
-                uw.close()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                within = self.settings.timeout_seconds
+                raise _UpstreamError(
+                    "timeout", f"no complete response from the upstream within {within}s"
+                ) from None
+            except aiohttp.ServerDisconnectedError:
+                if attempt == 0 and rest is None and ex.status != -1:
+                    continue  # a pooled connection the upstream had closed: retry once
                 raise _UpstreamError(
                     "disconnected", "the upstream closed the connection without a response"
                 ) from None
-            except ValueError:
-                uw.close()
+            except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as e:
                 raise _UpstreamError(
-                    "bad_response", "the upstream's response is not HTTP"
+                    "bad_response", f"the upstream's response is not valid HTTP: {e}"
                 ) from None
-            ex.latency = time.perf_counter() - t0
-            ex.response_body, ex.too_large = data, ex.too_large or large
-            ex.response_headers = resp.text_headers()
-            if resp.close or (resp.length is None and not resp.chunked) or head.close:
-                uw.close()
-            else:
-                self._idle.append((ur, uw))
-            return resp
+            except (aiohttp.ClientOSError, ConnectionError):
+                raise _UpstreamError(
+                    "disconnected", "the upstream closed the connection mid-response"
+                ) from None
         raise AssertionError("unreachable")
+
+
+def _size(ex: Exchange) -> int:
+    return len(ex.request_body) + len(ex.response_body) + 512
+
+
+def _forwarded(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The request headers to send upstream: all but the hop-by-hop ones, and those the
+    caller's Connection header names."""
+    named: set[bytes] = set()
+    for k, v in headers:
+        if k == b"connection":
+            named.update(t.strip().lower() for t in v.split(b","))
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in headers
+        if k not in _HOP_BY_HOP and k not in named
+    ]
+
+
+def _kept(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request headers capture looks at: content type and encoding, and X- headers."""
+    return {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in headers
+        if k in (b"content-type", b"content-encoding") or k.startswith(b"x-")
+    }
+
+
+async def _read_up_to(receive: Any, limit: int) -> tuple[bytes, Any]:
+    """The request body when it is at most ``limit`` bytes: (body, None). Otherwise (the
+    part read, receive): the rest is streamed upstream unkept."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts), None
+        chunk = message.get("body", b"")
+        parts.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), None
+        if size > limit:
+            return b"".join(parts), receive
+
+
+async def _stream(first: bytes, receive: Any) -> Any:
+    yield first
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionError("the caller went away mid-body")
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _reply(send: Any, status: int, body: bytes, close: bool) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))  # the unread request body is on the wire
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ProxyProcess:
@@ -463,86 +557,3 @@ def _proxy_main(settings: ProxySettings, stats: ProxyStats, conn: Connection, po
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the exporter, which stops us
     Proxy(settings, stats).serve(conn, ports)
-
-
-async def _read_response_head(reader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> Head:
-    """The final response head; interim 1xx responses are relayed as they come."""
-    while True:
-        raw = await reader.readuntil(b"\r\n\r\n")
-        if not raw.startswith(b"HTTP/1."):
-            raise ValueError("not an HTTP response")
-        head = Head(raw)
-        code = head.first.split(b" ", 2)[1]
-        if not code.isdigit():
-            raise ValueError("bad status")
-        if code.startswith(b"1") and code != b"101":
-            cwriter.write(raw)
-            continue
-        return head
-
-
-def _bodiless(head: Head) -> bool:
-    code = head.first.split(b" ", 2)[1]
-    return code.startswith(b"1") or code in (b"204", b"304")
-
-
-def _until_close(head: Head, method: bytes) -> bool:
-    """Whether the response body runs until the connection closes."""
-    return head.length is None and not head.chunked and not _bodiless(head) and method != b"HEAD"
-
-
-async def _relay_body(
-    head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
-) -> tuple[bytes, bool]:
-    """Copy a message body from reader to writer unchanged; returns the decoded body (for
-    capture) and whether it was over ``limit`` (then it is not kept)."""
-    kept: list[bytes] = []
-    size = 0
-    if head.chunked:
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            writer.write(line)
-            n = int(line.split(b";", 1)[0].strip(), 16)
-            if n == 0:
-                while True:  # trailers, up to the empty line
-                    t = await reader.readuntil(b"\r\n")
-                    writer.write(t)
-                    if t == b"\r\n":
-                        break
-                break
-            data = await reader.readexactly(n + 2)
-            writer.write(data)
-            size += n
-            if size <= limit:
-                kept.append(data[:-2])
-            await writer.drain()
-    elif head.length is not None:
-        remaining = head.length
-        while remaining:
-            data = await reader.read(min(remaining, _PIECE))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            writer.write(data)
-            remaining -= len(data)
-            size += len(data)
-            if size <= limit:
-                kept.append(data)
-            if remaining:
-                await writer.drain()
-    else:  # until the connection closes
-        while data := await reader.read(_PIECE):
-            writer.write(data)
-            size += len(data)
-            if size <= limit:
-                kept.append(data)
-            await writer.drain()
-    too_large = size > limit
-    return (b"" if too_large else b"".join(kept)), too_large
-
-
-def _without_header(raw: bytes, name: bytes) -> bytes:
-    lines = raw[:-4].split(b"\r\n")
-    kept = [lines[0]] + [
-        line for line in lines[1:] if line.partition(b":")[0].strip().lower() != name
-    ]
-    return b"\r\n".join(kept) + b"\r\n\r\n"

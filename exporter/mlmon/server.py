@@ -1,10 +1,12 @@
-"""The exporter's HTTP server: asyncio, HTTP/1.1 with keep-alive.
+"""The exporter's HTTP server: uvicorn (httptools/llhttp) with mlmon's connection guard,
+serving one ASGI app.
 
 The hot routes — `POST /v1/models/{model}/predictions`, `.../labels` and `GET /metrics` —
-are answered by `api.Api` straight from the event loop (large bodies and the exposition in
-a worker thread), with no framework in between. Every other route (admin API, stats,
-health, landing page) goes to the Flask app through a minimal WSGI call in the worker
-threads. Both paths share one implementation of each endpoint, so they answer alike.
+are answered by `api.Api`; every other route (admin API, stats, landing page) by the Flask
+app through WSGI. Decoding, validation, ingest, the exposition and Flask all run in worker
+threads, never on the event loop, so one expensive request cannot hold up the others;
+`/healthz` and `/readyz` are answered on the loop itself. Bodies are read up to the body
+limit and no further.
 """
 
 from __future__ import annotations
@@ -14,147 +16,114 @@ import io
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 from .api import Api, Reply, json_reply
-from .auth import Tokens
-from .httpio import HEAD_LIMIT, Head, plain, read_request, response
+from .guard import Guard, Limits, guarded_protocol
 
 log = logging.getLogger("mlmon.server")
 
-_INLINE_BODY = 256 * 1024  # larger ingest bodies are handled in a worker thread
 _HOP_BY_HOP = frozenset({"connection", "transfer-encoding", "keep-alive", "content-length"})
-_INGEST = ("predictions", "labels")
+_INGEST = (b"predictions", b"labels")
+# After refusing an oversized body, what is still read (and dropped) so that closing the
+# connection does not reset it before the client reads the refusal.
+_LINGER_BYTES = 64 * 1024 * 1024
+_LINGER_SECONDS = 2.0
+
+Send = Callable[[dict[str, Any]], Any]
+Receive = Callable[[], Any]
 
 
-class Server:
-    def __init__(self, api: Api, wsgi_app: Callable, tokens: Tokens, threads: int) -> None:
+class ExporterApp:
+    """The ASGI application of `mlmon serve`."""
+
+    def __init__(self, api: Api, wsgi_app: Callable, threads: int) -> None:
         self.api = api
-        self.app = wsgi_app
-        self.tokens = tokens
+        self.wsgi = wsgi_app
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlmon-http")
         self.limit = api.monitor.config.limits["max_body_bytes"]
-        self.address = ("", 0)
 
-    def serve_forever(self, sock: socket.socket) -> None:
-        """Serve on an already bound socket until the process ends."""
-        self.address = sock.getsockname()[:2]
-        loop = asyncio.new_event_loop()
-        server = loop.run_until_complete(
-            asyncio.start_server(self._client, sock=sock, limit=HEAD_LIMIT, backlog=1024)
-        )
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            self.pool.shutdown(wait=False)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        remote = peer[0] if isinstance(peer, tuple) else ""
-        try:
-            while await self._one(reader, writer, remote):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:  # a bug drops the connection, never the server
-            log.exception("connection failed")
-        finally:
-            writer.close()
-
-    async def _one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str
-    ) -> bool:
-        req = await read_request(reader, writer)
-        if req is None:
-            return False
-        head = req.head
-        method = req.method.decode("latin-1")
-        target = req.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        keep_alive = req.keep_alive
-
-        # the body: refused unread when declared too large (the connection then closes)
-        too_large = head.length is not None and head.length > self.limit
-        body = b""
-        if head.chunked:
-            try:
-                body, too_large = await _read_chunked(reader, self.limit)
-            except ValueError:
-                writer.write(plain(400, b"malformed chunked body\n"))
-                await writer.drain()
-                return False
-            keep_alive = keep_alive and not too_large
-        elif head.length and not too_large:
-            body = await reader.readexactly(head.length)
-        elif too_large:
-            keep_alive = False
-
-        route = _route(method, path)
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method: str = scope["method"]
+        raw_path: bytes = scope["raw_path"]
+        if method in ("GET", "HEAD") and raw_path in (b"/healthz", b"/readyz"):
+            await _respond(send, self._health(raw_path))
+            return
+        headers = _headers(scope)
+        declared = int(headers.get(b"content-length", b"0") or 0)
+        # refused before the client sends it: nothing to drain afterwards
+        unsent = declared > self.limit and headers.get(b"expect", b"").lower() == b"100-continue"
+        body, too_large = await _read_body(receive, self.limit, declared)
+        route = _route(method, raw_path)
         if route is not None:
-            reply = await self._hot(route, head, body, query, len(body) > _INLINE_BODY, too_large)
-            writer.write(_reply_bytes(reply, not keep_alive, method == "HEAD"))
+            reply = await self._hot(route, headers, body, scope, declared, too_large)
+        elif too_large:
+            reply = json_reply(
+                {
+                    "error": f"body exceeds the limit of {self.limit} bytes",
+                    "reason": "body_too_large",
+                    "details": [],
+                },
+                413,
+            )
         else:
-            if too_large:
-                reply = json_reply(
-                    {
-                        "error": f"body exceeds the limit of {self.limit} bytes",
-                        "reason": "body_too_large",
-                        "details": [],
-                    },
-                    413,
-                )
-                writer.write(_reply_bytes(reply, True, False))
-            else:
-                loop = asyncio.get_running_loop()
-                status, headers, out = await loop.run_in_executor(
-                    self.pool, self._wsgi, method, path, query, head, body, remote
-                )
-                writer.write(response(status, headers, out, not keep_alive, method == "HEAD"))
-        await writer.drain()
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(self.pool, self._call_wsgi, scope, headers, body)
         if too_large:
-            await _linger(reader, writer)
-        return keep_alive
+            if not unsent:
+                await _drain(receive)
+            reply.headers.append(("Connection", "close"))
+        await _respond(send, reply)
+
+    def _health(self, path: bytes) -> Reply:
+        if path == b"/healthz":
+            return Reply(200, b"ok\n", "text/plain; charset=utf-8")
+        ready = bool(self.api.monitor.models)
+        return Reply(
+            200 if ready else 503,
+            b"ready\n" if ready else b"not ready\n",
+            "text/plain; charset=utf-8",
+        )
 
     async def _hot(
         self,
         route: tuple[str, str | None],
-        head: Head,
+        headers: dict[bytes, bytes],
         body: bytes,
-        query: str,
-        offload: bool,
+        scope: dict[str, Any],
+        declared: int,
         too_large: bool,
     ) -> Reply:
         endpoint, model = route
-        h = head.headers
-        auth = h.get(b"authorization")
-        authorization = auth.decode("latin-1") if auth is not None else None
-        token = self.tokens.metrics if endpoint == "metrics" else self.tokens.ingest
-        refused = self.api.authorize(endpoint, token, authorization)
+        auth = headers.get(b"authorization")
+        tokens = self.api.tokens
+        token = tokens.metrics if endpoint == "metrics" else tokens.ingest
+        refused = self.api.authorize(endpoint, token, _text(auth))
         if refused is not None:
             return refused
+        loop = asyncio.get_running_loop()
         if endpoint == "metrics":
-            accept = h.get(b"accept-encoding", b"").decode("latin-1")
-            return await asyncio.get_running_loop().run_in_executor(
-                self.pool, self.api.metrics, accept
-            )
+            accept = _text(headers.get(b"accept-encoding"))
+            return await loop.run_in_executor(self.pool, self.api.metrics, accept)
         handler = self.api.predictions if endpoint == "predictions" else self.api.labels
-        ctype = h.get(b"content-type")
-        cenc = h.get(b"content-encoding")
         args = (
             model,
             body,
-            (head.length or self.limit + 1) if too_large else len(body),
-            ctype.decode("latin-1") if ctype is not None else None,
-            cenc.decode("latin-1") if cenc is not None else None,
-            _query_value(query, "partial"),
+            max(declared, self.limit + 1) if too_large else len(body),
+            _text(headers.get(b"content-type")),
+            _text(headers.get(b"content-encoding")),
+            _query_value(scope["query_string"], "partial"),
         )
+        return await loop.run_in_executor(self.pool, self._guarded, endpoint, handler, args)
+
+    def _guarded(self, endpoint: str, handler: Callable[..., Reply], args: tuple) -> Reply:
         try:
-            if offload:
-                return await asyncio.get_running_loop().run_in_executor(self.pool, handler, *args)
             return handler(*args)
         except Exception:
             log.exception("internal error on %s", endpoint)
@@ -164,19 +133,19 @@ class Server:
                 {"error": "internal error", "reason": "internal_error", "details": []}, 500
             )
 
-    def _wsgi(
-        self, method: str, path: str, query: str, head: Head, body: bytes, remote: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Call the WSGI app for one request; (status, headers, body)."""
+    def _call_wsgi(self, scope: dict[str, Any], headers: dict[bytes, bytes], body: bytes) -> Reply:
+        """Call the Flask app for one request (in a worker thread)."""
+        server = scope.get("server") or ("127.0.0.1", 0)
+        client = scope.get("client") or ("", 0)
         environ: dict[str, Any] = {
-            "REQUEST_METHOD": method,
+            "REQUEST_METHOD": scope["method"],
             "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": str(self.address[0]),
-            "SERVER_PORT": str(self.address[1]),
+            "PATH_INFO": unquote_to_bytes(scope["raw_path"]).decode("latin-1"),
+            "QUERY_STRING": scope["query_string"].decode("latin-1"),
+            "SERVER_NAME": str(server[0]),
+            "SERVER_PORT": str(server[1]),
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": remote,
+            "REMOTE_ADDR": client[0],
             "CONTENT_LENGTH": str(len(body)),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
@@ -186,7 +155,7 @@ class Server:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        for k, v in head.headers.items():
+        for k, v in headers.items():
             name = k.decode("latin-1").upper().replace("-", "_")
             if name == "CONTENT_TYPE":
                 environ["CONTENT_TYPE"] = v.decode("latin-1")
@@ -194,78 +163,154 @@ class Server:
                 environ["HTTP_" + name] = v.decode("latin-1")
         started: list[Any] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
-            started[:] = [status, headers]
+        def start_response(status: str, response_headers: list, exc_info=None):
+            started[:] = [status, response_headers]
             return lambda data: None
 
-        result = self.app(environ, start_response)
+        result = self.wsgi(environ, start_response)
         try:
             out = b"".join(result)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-        status, headers = started
-        kept = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in headers
-            if k.lower() not in _HOP_BY_HOP
-        ]
-        return int(status.split(" ", 1)[0]), kept, out
+        status, response_headers = started
+        ctype = "application/octet-stream"
+        kept = []
+        for k, v in response_headers:
+            if k.lower() == "content-type":
+                ctype = v
+            elif k.lower() not in _HOP_BY_HOP:
+                kept.append((k, v))
+        return Reply(int(status.split(" ", 1)[0]), out, ctype, kept)
 
 
-def _route(method: str, path: str) -> tuple[str, str | None] | None:
+def serve(app: ExporterApp, sock: socket.socket, limits: Limits, guard: Guard) -> None:
+    """Serve ``app`` on an already bound socket until SIGTERM or SIGINT."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        http=guarded_protocol(guard),
+        loop="asyncio",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=int(limits.idle_timeout) + 1,  # the guard closes idle ones first
+        timeout_graceful_shutdown=5,
+        backlog=1024,
+    )
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        app.pool.shutdown(wait=False)
+
+
+def limits_of(settings: Any) -> Limits:
+    """The guard's limits from a `ServerSettings` or `ProxySettings`."""
+    return Limits(
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        idle_timeout=settings.idle_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
+
+
+def effective_limits(limits: Limits) -> Limits:
+    """The limits with the connection cap kept under the open-file limit (less a reserve for
+    the process's own files), so the server never runs out of descriptors before the cap
+    evicts anyone."""
+    import resource
+    from dataclasses import replace
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    cap = max(16, soft - 100)
+    return replace(limits, max_connections=min(limits.max_connections, cap))
+
+
+async def _read_body(receive: Receive, limit: int, declared: int) -> tuple[bytes, bool]:
+    """The request body, or (b"", True) once it is known to exceed ``limit`` (by its
+    Content-Length, or as it grows); then it is not read further."""
+    if declared > limit:
+        return b"", True
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts), False  # the client went away
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        if chunk:
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), False
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what the client still sends of a refused body, bounded in bytes and
+    time, so that closing does not reset the connection before it reads the refusal."""
+    dropped = 0
+    deadline = time.monotonic() + _LINGER_SECONDS
+    try:
+        async with asyncio.timeout(_LINGER_SECONDS):
+            while dropped < _LINGER_BYTES and time.monotonic() < deadline:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        pass
+
+
+async def _respond(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type.encode("latin-1")),
+        (b"content-length", b"%d" % len(reply.body)),
+    ]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    """Request headers by lower-case name; repeated ones comma-joined, as HTTP allows."""
+    out: dict[bytes, bytes] = {}
+    for k, v in scope["headers"]:
+        if k in out:
+            out[k] += b", " + v
+        else:
+            out[k] = v
+    return out
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _route(method: str, raw_path: bytes) -> tuple[str, str | None] | None:
     """The hot endpoint of a request, with its model: or None for the WSGI app."""
-    if method == "GET" and path == "/metrics":
+    if method == "GET" and raw_path == b"/metrics":
         return "metrics", None
-    if method == "POST" and path.startswith("/v1/models/"):
-        parts = path.split("/")
+    if method == "POST" and raw_path.startswith(b"/v1/models/"):
+        parts = raw_path.split(b"/")
         # ['', 'v1', 'models', model, 'predictions' | 'labels']
         if len(parts) == 5 and parts[4] in _INGEST and parts[3]:
-            return parts[4], unquote(parts[3])
+            return parts[4].decode(), unquote(parts[3].decode("latin-1"))
     return None
 
 
-def _query_value(query: str, key: str) -> str | None:
-    for part in query.split("&"):
+def _query_value(query: bytes, key: str) -> str | None:
+    for part in query.decode("latin-1").split("&"):
         k, _, v = part.partition("=")
         if k == key:
             return unquote(v)
     return None
-
-
-def _reply_bytes(reply: Reply, close: bool, head_only: bool) -> bytes:
-    headers = [(b"Content-Type", reply.content_type.encode("latin-1"))]
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-    return response(reply.status, headers, reply.body, close, head_only)
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """After refusing a body unread: stop sending, then read and drop what the client still
-    sends (bounded), so closing does not reset the connection before it reads the reply."""
-    if writer.can_write_eof():
-        writer.write_eof()
-    dropped = 0
-    try:
-        async with asyncio.timeout(2.0):
-            while dropped < 64 * 1024 * 1024 and (data := await reader.read(65536)):
-                dropped += len(data)
-    except (TimeoutError, ConnectionError):
-        pass
-
-
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """A chunked body, decoded; (b"", True) once it grows past ``limit`` (not read further)."""
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        n = int(line.split(b";", 1)[0].strip(), 16)
-        if n == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
-            return b"".join(parts), False
-        size += n
-        if size > limit:
-            return b"", True
-        parts.append((await reader.readexactly(n + 2))[:-2])
