@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import Env, make_env
+from helpers import Env, Served, make_env
 from mlmon import synthetic
 
 
@@ -22,3 +22,21 @@ def small_env(tmp_path: Path) -> Env:
         intercept=-2.0,
     )
     return make_env(tmp_path, spec, n_train=5_000, model_extra={"drift": {"min_samples": 100}})
+
+
+@pytest.fixture()
+def serve():
+    """Start `mlmon serve`'s server in this process for a config (or an Env); returns
+    (monitor, registry, client); every server started is stopped after the test."""
+    started: list[Served] = []
+
+    def start(config, clock=None, tokens=None):
+        if isinstance(config, Env):
+            config = config.config
+        s = Served(config, clock=clock, tokens=tokens)
+        started.append(s)
+        return s.monitor, s.registry, s.client
+
+    yield start
+    for s in started:
+        s.close()

@@ -116,8 +116,14 @@ class Exporter:
     """A real `mlmon serve` process on 127.0.0.1."""
 
     def __init__(
-        self, config: Path, extra_args: list[str] | None = None, listen: str = "127.0.0.1:0"
+        self,
+        config: Path,
+        extra_args: list[str] | None = None,
+        listen: str = "127.0.0.1:0",
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        import os
         import re
         import subprocess
         import sys
@@ -143,6 +149,8 @@ class Exporter:
             ],
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
 
         def bound_port() -> int | None:
@@ -267,3 +275,96 @@ def message_of(raw: bytes, method: str = "POST") -> tuple[int, list[tuple[str, s
             body += event.data
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is h11.NEED_DATA:
             return status, headers, body
+
+
+class Reply:
+    """An HTTP response, with the attributes tests read (as Flask's test client names them)."""
+
+    def __init__(self, status: int, headers, data: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.data = data
+
+    @property
+    def is_json(self) -> bool:
+        return self.headers.get("Content-Type", "").startswith("application/json")
+
+    @property
+    def json(self):
+        import json
+
+        return json.loads(self.data) if self.is_json else None
+
+    def get_json(self):
+        return self.json
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+class HttpClient:
+    """Requests over real sockets to a served exporter, called like Flask's test client."""
+
+    def __init__(self, url: str) -> None:
+        import requests
+
+        self.url = url
+        self.session = requests.Session()
+
+    def open(self, path, method="GET", json=None, data=None, content_type=None, headers=None):
+        import json as json_module
+
+        headers = dict(headers or {})
+        if json is not None:
+            data = json_module.dumps(json)
+            content_type = content_type or "application/json"
+        if isinstance(data, str):
+            data = data.encode()
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        r = self.session.request(
+            method, self.url + path, data=data, headers=headers, timeout=60, stream=False
+        )
+        return Reply(r.status_code, r.headers, r.content)
+
+    def get(self, path, **kw):
+        return self.open(path, "GET", **kw)
+
+    def post(self, path, **kw):
+        return self.open(path, "POST", **kw)
+
+    def put(self, path, **kw):
+        return self.open(path, "PUT", **kw)
+
+
+class Served:
+    """`mlmon serve`'s server -- the same wiring (`cli.build_service`: uvicorn with httptools
+    behind the connection guard, the ASGI app, the Flask app) -- running in this process on a
+    real socket on 127.0.0.1, so that tests talk HTTP to it and can still inspect its state."""
+
+    def __init__(self, config: Config, clock=None, tokens=None) -> None:
+        import socket
+        import threading
+
+        from mlmon.cli import build_service
+
+        self.service = build_service(config, clock=clock, tokens=tokens)
+        self.monitor = self.service.monitor
+        self.registry = self.service.registry
+        from mlmon.server import listen
+
+        sock = listen("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self.service.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        wait_until(lambda: self.service.server.started, 10, "the served exporter to start")
+        self.client = HttpClient(self.url)
+
+    def close(self) -> None:
+        self.service.server.should_exit = True
+        self._thread.join(10)
+        self.service.app.pool.shutdown(wait=False)

@@ -1,4 +1,5 @@
-"""Bearer tokens and the threshold admin endpoint."""
+"""Bearer tokens and the admin endpoints, over real sockets to `mlmon serve`'s server (and to
+the real process where tokens come from the environment)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ import pytest
 import yaml
 from mlmon import synthetic
 from mlmon.auth import Tokens, fingerprint, load_tokens
-from mlmon.cli import build_registry
 from mlmon.config import ConfigError, load_config
-from mlmon.web import create_app
 
 URL = "/v1/models/credit-risk"
 ADMIN, INGEST, METRICS = "admin-s3cret-token", "ingest-token", "metrics-token"
 
 
 @pytest.fixture()
-def secured(small_env):
-    mon = small_env.monitor()
-    registry = build_registry(mon)
-    app = create_app(mon, registry, Tokens(admin=ADMIN, ingest=INGEST, metrics=METRICS))
-    return mon, registry, app.test_client()
+def secured(small_env, serve):
+    return serve(small_env, tokens=Tokens(admin=ADMIN, ingest=INGEST, metrics=METRICS))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -73,9 +69,8 @@ def test_invalid_thresholds_change_nothing(secured, body):
     assert mon.models["credit-risk"].thresholds["drift_ks_min"] == 0.1
 
 
-def test_admin_api_is_off_without_a_token(small_env):
-    mon = small_env.monitor()
-    client = create_app(mon, build_registry(mon)).test_client()
+def test_admin_api_is_off_without_a_token(small_env, serve):
+    _, _, client = serve(small_env, tokens=Tokens())
     r = client.put(f"{URL}/thresholds", json={"drift_ks_min": 0.2}, headers=bearer("anything"))
     assert r.status_code == 403 and "off" in r.json["error"]
 
@@ -96,6 +91,11 @@ def test_ingest_and_metrics_tokens(secured, small_env):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=bearer(METRICS)).status_code == 200
     assert client.get("/healthz").status_code == 200  # health stays open
+    # what /metrics shows, as JSON or HTML, needs the metrics token too
+    for path in ("/v1/models", f"{URL}/stats", "/"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer("x")).status_code == 403, path
+        assert client.get(path, headers=bearer(METRICS)).status_code == 200, path
     assert (
         registry.get_sample_value(
             "mlmon_ingest_rejected_requests_total",
@@ -120,16 +120,12 @@ def test_tokens_come_from_the_environment_or_files(small_env, tmp_path, monkeypa
     assert (t.admin, t.ingest, t.metrics) == ("from-file", "ingest-env", "from-env")
 
 
-def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path):
+def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path, serve):
     doc = yaml.safe_load(small_env.config_path.read_text())
     doc["models"][0]["baseline"] = str(small_env.config.models[0].baseline)
     cfg_path = tmp_path / "c.yml"
     cfg_path.write_text(yaml.safe_dump(doc))
-    from mlmon.monitor import Monitor
-
-    mon = Monitor(load_config(cfg_path))
-    registry = build_registry(mon)
-    client = create_app(mon, registry, Tokens(admin=ADMIN)).test_client()
+    mon, registry, client = serve(load_config(cfg_path), tokens=Tokens(admin=ADMIN))
     ev = synthetic.without_labels(synthetic.events(small_env.spec, 50, seed=2, version="v1"))
     assert client.post(f"{URL}/predictions", json={"events": ev}).status_code == 200
     assert client.post("/-/reload").status_code == 401
@@ -177,7 +173,7 @@ def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path):
     )
 
 
-def test_rebaseline_from_the_window_and_restore(small_env, tmp_path):
+def test_rebaseline_from_the_window_and_restore(small_env, tmp_path, serve):
     import shutil
 
     from mlmon.monitor import Monitor
@@ -189,9 +185,7 @@ def test_rebaseline_from_the_window_and_restore(small_env, tmp_path):
     doc["models"][0]["drift"] = {"min_samples": 100}
     cfg_path = tmp_path / "c.yml"
     cfg_path.write_text(yaml.safe_dump(doc))
-    mon = Monitor(load_config(cfg_path))
-    registry = build_registry(mon)
-    client = create_app(mon, registry, Tokens(admin=ADMIN)).test_client()
+    mon, registry, client = serve(load_config(cfg_path), tokens=Tokens(admin=ADMIN))
     ev = synthetic.without_labels(
         synthetic.events(small_env.spec, 2_000, seed=8, version="v1", shift={"age": 1.5})
     )
@@ -244,3 +238,64 @@ def test_every_admin_endpoint_needs_the_admin_token(secured, method, path, heade
     r = client.open(path, method=method, json={"drift_ks_min": 0.5}, headers=headers)
     assert r.status_code == status and r.is_json
     assert mon.models["credit-risk"].thresholds == before
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_case_insensitive(secured, scheme):
+    _, _, client = secured
+    r = client.get("/metrics", headers={"Authorization": f"{scheme} {METRICS}"})
+    assert r.status_code == 200
+    r = client.get("/metrics", headers={"Authorization": f"{scheme}  "})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n  "])
+def test_an_empty_token_is_a_start_up_error(small_env, tmp_path, monkeypatch, blank):
+    """A blank token must never leave an endpoint open: from the environment or a file, it
+    stops the exporter before it serves (here through the real `mlmon serve`)."""
+    import subprocess
+    import sys
+
+    doc = yaml.safe_load(small_env.config_path.read_text())
+    doc["models"][0]["baseline"] = str(small_env.config.models[0].baseline)
+    doc["server"] = {"admin_token_file": "admin.token"}
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump(doc))
+    (tmp_path / "admin.token").write_text(blank)
+    with pytest.raises(ConfigError, match="empty"):
+        load_tokens(load_config(cfg))
+    (tmp_path / "admin.token").write_text("fine")
+    monkeypatch.setenv("MLMON_INGEST_TOKEN", blank)
+    with pytest.raises(ConfigError, match="MLMON_INGEST_TOKEN"):
+        load_tokens(load_config(cfg))
+    run = subprocess.run(
+        [sys.executable, "-m", "mlmon", "serve", "--config", str(cfg),
+         "--web.listen-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "MLMON_INGEST_TOKEN" in run.stderr, run.stderr
+
+
+def test_tokens_guard_the_real_process(small_env):
+    """`mlmon serve` with tokens from the environment: refused without, served with."""
+    from helpers import Exporter
+
+    env = {"MLMON_INGEST_TOKEN": INGEST, "MLMON_METRICS_TOKEN": METRICS,
+           "MLMON_ADMIN_TOKEN": ADMIN}  # fmt: skip
+    exporter = Exporter(small_env.config_path, env=env)
+    try:
+        s = exporter.session
+        ev = synthetic.without_labels(synthetic.events(small_env.spec, 3, seed=1))
+        url = f"{exporter.url}{URL}/predictions"
+        assert s.post(url, json={"events": ev}).status_code == 401
+        assert s.post(url, json={"events": ev}, headers=bearer(METRICS)).status_code == 403
+        assert s.post(url, json={"events": ev}, headers=bearer(INGEST)).status_code == 200
+        assert s.get(exporter.url + "/metrics").status_code == 401
+        assert s.get(exporter.url + "/v1/models").status_code == 401
+        assert s.get(exporter.url + "/metrics", headers=bearer(METRICS)).status_code == 200
+        th = f"{exporter.url}{URL}/thresholds"
+        assert s.put(th, json={"drift_ks_min": 0.2}, headers=bearer(INGEST)).status_code == 403
+        assert s.put(th, json={"drift_ks_min": 0.2}, headers=bearer(ADMIN)).status_code == 200
+        assert s.get(exporter.url + "/healthz").status_code == 200
+    finally:
+        exporter.stop()

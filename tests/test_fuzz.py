@@ -1,18 +1,18 @@
-"""Property-based fuzzing of the ingest, label and admin paths: arbitrary JSON and bytes
-never produce a 5xx or an exception, refused requests change nothing, and after every
-request each feature's value bins plus its missing count equal the profiled events."""
+"""Property-based fuzzing of the ingest, label and admin paths, over real sockets to
+`mlmon serve`'s server (more than 5,000 generated requests): arbitrary JSON and bytes never
+produce a 5xx or an exception, refused requests change nothing, and after every request each
+feature's value bins plus its missing count equal the profiled events."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+from helpers import Served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlmon.auth import Tokens
-from mlmon.cli import build_registry
 from mlmon.state import Layout
-from mlmon.web import create_app
 from test_ingest import fingerprint, same_state
 
 URL = "/v1/models/credit-risk"
@@ -80,12 +80,16 @@ _apps: dict[str, tuple] = {}
 
 
 def _app(env):
+    """One served exporter per test's environment (hypothesis calls a test many times)."""
     key = str(env.dir)
     if key not in _apps:
-        mon = env.monitor()
-        client = create_app(mon, build_registry(mon), Tokens(admin=ADMIN)).test_client()
-        _apps[key] = (mon, client)
-    return _apps[key]
+        for served, _ in _apps.values():
+            served.close()
+        _apps.clear()
+        served = Served(env.config, tokens=Tokens(admin=ADMIN))
+        _apps[key] = (served, served.client)
+    served, client = _apps[key]
+    return served.monitor, client
 
 
 def _invariants(mon) -> None:

@@ -1,4 +1,5 @@
-"""The ingest API: accepted shapes, and bad input refused precisely without touching state."""
+"""The ingest API, over real sockets to `mlmon serve`'s server: accepted shapes, and bad
+input refused precisely without touching state."""
 
 from __future__ import annotations
 
@@ -38,9 +39,8 @@ def rejects(registry, reason: str) -> float:
 
 
 @pytest.fixture()
-def api(small_env):
-    mon, registry, app = small_env.app()
-    client = app.test_client()
+def api(small_env, serve):
+    mon, registry, client = serve(small_env)
     events = synthetic.without_labels(synthetic.events(small_env.spec, 50, seed=9, version="v1"))
     r = client.post(URL, json={"events": events})
     assert r.status_code == 200 and r.json == {"accepted": 50, "rejected": 0}
@@ -175,19 +175,14 @@ def test_unknown_model_is_404_and_creates_no_series(api):
     assert client.get("/v1/models/nope/stats").status_code == 404
 
 
-def test_oversized_body_and_batch_are_413(small_env):
+def test_oversized_body_and_batch_are_413(small_env, serve):
     import yaml
-    from mlmon.cli import build_registry
     from mlmon.config import load_config
-    from mlmon.monitor import Monitor
-    from mlmon.web import create_app
 
     doc = yaml.safe_load(small_env.config_path.read_text())
     doc["limits"] = {"max_body_bytes": 4096, "max_batch_events": 5}
     small_env.config_path.write_text(yaml.safe_dump(doc))
-    mon = Monitor(load_config(small_env.config_path))
-    registry = build_registry(mon)
-    client = create_app(mon, registry).test_client()
+    mon, registry, client = serve(load_config(small_env.config_path))
     events = synthetic.without_labels(synthetic.events(small_env.spec, 40, seed=1))
     r = client.post(URL, json={"events": events})
     assert r.status_code == 413 and r.json["reason"] == "body_too_large"
@@ -360,16 +355,16 @@ def _columns(rows: list[dict]) -> dict:
     }
 
 
-def test_columnar_batch_equals_the_same_rows(small_env):
+def test_columnar_batch_equals_the_same_rows(small_env, serve):
     rows = synthetic.without_labels(synthetic.events(small_env.spec, 300, seed=12, version="v1"))
     for i, r in enumerate(rows):
         r["latency_seconds"] = 0.001 * i
     rows[3]["features"]["age"] = None
     rows[4]["features"]["country"] = "unseen"
-    mon_rows, _, app_rows = small_env.app(FakeClock())
-    mon_cols, _registry, app_cols = small_env.app(FakeClock())
-    assert app_rows.test_client().post(URL, json={"events": rows}).status_code == 200
-    r = app_cols.test_client().post(URL, json=_columns(rows))
+    mon_rows, _, client_rows = serve(small_env, FakeClock())
+    mon_cols, _registry, client_cols = serve(small_env, FakeClock())
+    assert client_rows.post(URL, json={"events": rows}).status_code == 200
+    r = client_cols.post(URL, json=_columns(rows))
     assert r.status_code == 200 and r.json["accepted"] == 300
     a = mon_rows.models["credit-risk"].state.versions["v1"]
     b = mon_cols.models["credit-risk"].state.versions["v1"]

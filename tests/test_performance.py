@@ -353,9 +353,8 @@ def test_label_free_estimates_track_realised_performance(binary_env):
     assert est.accuracy == pytest.approx(raw.accuracy, abs=0.03)
 
 
-def test_labels_endpoint(binary_env):
-    _mon, registry, app = binary_env.app(FakeClock())
-    client = app.test_client()
+def test_labels_endpoint(binary_env, serve):
+    _mon, registry, client = serve(binary_env, FakeClock())
     rows = _events(binary_env, 20, seed=41)
     r = client.post(
         f"/v1/models/{MODEL}/predictions",

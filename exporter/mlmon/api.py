@@ -120,7 +120,8 @@ class Api:
         partial: str | None,
     ) -> Reply:
         def apply(m: ModelMonitor, raw: bytes) -> Reply:
-            events = decode_events(raw, content_type or "")
+            limit = self.monitor.config.limits["max_batch_events"]
+            events = decode_events(raw, content_type or "", max_items=limit)
             if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
                 # the columnar form: {"columns": {"features": {name: [...]}, ...}}
                 batch, details = m.ingest_columns(events[0]["columns"]), []
@@ -146,8 +147,8 @@ class Api:
         partial: str | None,
     ) -> Reply:
         def apply(m: ModelMonitor, raw: bytes) -> Reply:
-            items = decode_events(raw, content_type or "", list_key="labels")
             limit = self.monitor.config.limits["max_batch_events"]
+            items = decode_events(raw, content_type or "", list_key="labels", max_items=limit)
             if len(items) > limit:
                 raise BadRequest(
                     413, "batch_too_large", f"{len(items)} labels exceed the limit of {limit}"

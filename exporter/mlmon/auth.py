@@ -20,8 +20,13 @@ class Tokens:
 
 
 def _read(env: str, path: Path | None, errors: list[str], key: str) -> str | None:
+    """A token from the environment variable ``env`` (first) or the file ``path``. A token
+    that is empty or only whitespace is an error, never an open door."""
     value = os.environ.get(env)
-    if value:
+    if value is not None:
+        if not value.strip():
+            errors.append(f"{env} is set but empty")
+            return None
         return value.strip()
     if path is None:
         return None
@@ -50,11 +55,12 @@ def load_tokens(config: Config) -> Tokens:
 
 
 def check(authorization: str | None, token: str) -> int:
-    """200 when the header carries the token, 401 when it carries none, 403 otherwise."""
-    if not authorization or not authorization.startswith("Bearer "):
+    """200 when the header carries the token, 401 when it carries none, 403 otherwise. The
+    scheme is matched case-insensitively (RFC 9110 §11.1); the token in constant time."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
         return 401
-    given = authorization[len("Bearer ") :].strip().encode()
-    return 200 if hmac.compare_digest(given, token.encode()) else 403
+    return 200 if hmac.compare_digest(given.strip().encode(), token.encode()) else 403
 
 
 def fingerprint(token: str) -> str:

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,11 +20,14 @@ from .config import ConfigError, load_config, split_address
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import uvicorn
     from prometheus_client import CollectorRegistry
 
+    from .auth import Tokens
     from .config import Config
     from .monitor import Monitor
     from .proxy import ProxyStats
+    from .server import ExporterApp
 
 log = logging.getLogger("mlmon")
 
@@ -57,15 +60,44 @@ def build_registry(monitor: Monitor, proxy: ProxyStats | None = None) -> Collect
     return build_exposition(monitor, proxy)[0]
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+@dataclass
+class Service:
+    """Everything `mlmon serve` runs, wired: the monitor, the exposition, the ASGI app and
+    the uvicorn server behind its connection guard. Tests build the same thing."""
+
+    monitor: Monitor
+    registry: CollectorRegistry
+    app: ExporterApp
+    server: uvicorn.Server
+    proxy_stats: ProxyStats | None
+
+
+def build_service(
+    cfg: Config, clock: Callable[[], float] | None = None, tokens: Tokens | None = None
+) -> Service:
+    """The exporter for ``cfg``; tokens from the config's files or the environment unless
+    given."""
     from .api import Api
     from .auth import load_tokens
     from .guard import Guard
     from .monitor import Monitor
     from .proxy import ProxyStats
-    from .server import ExporterApp, effective_limits, limits_of, serve
+    from .server import ExporterApp, effective_limits, limits_of, make_server
     from .web import create_app
 
+    monitor = Monitor(cfg, clock=clock) if clock is not None else Monitor(cfg)
+    proxy_stats = ProxyStats() if cfg.proxy is not None else None
+    tokens = tokens if tokens is not None else load_tokens(cfg)
+    registry, render = build_exposition(monitor, proxy_stats)
+    api = Api(monitor, registry, tokens, render)
+    app = ExporterApp(api, create_app(monitor, registry, tokens, api), cfg.server.threads)
+    limits = effective_limits(limits_of(cfg.server))
+    counters = monitor.counters
+    guard = Guard(limits, lambda reason: counters.count(counters.connections_closed, reason))
+    return Service(monitor, registry, app, make_server(app, limits, guard), proxy_stats)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.listen_address:
         split_address(args.listen_address)
@@ -74,19 +106,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
     if args.upstream or args.proxy_listen_address:
         cfg = _with_proxy(cfg, args.upstream, args.proxy_listen_address)
-    monitor = Monitor(cfg)
-    proxy_stats = ProxyStats() if cfg.proxy is not None else None
-    tokens = load_tokens(cfg)
-    registry, render = build_exposition(monitor, proxy_stats)
-    api = Api(monitor, registry, tokens, render)
-    app = ExporterApp(api, create_app(monitor, registry, tokens, api), cfg.server.threads)
-    limits = effective_limits(limits_of(cfg.server))
-    counters = monitor.counters
-    guard = Guard(limits, lambda reason: counters.count(counters.connections_closed, reason))
-    if cfg.proxy is not None and proxy_stats is not None:  # logged before `serving`
+    service = build_service(cfg)
+    monitor = service.monitor
+    if cfg.proxy is not None and service.proxy_stats is not None:  # logged before `serving`
         from .proxy import ProxyProcess
 
-        proxy_port = ProxyProcess(cfg.proxy, monitor, proxy_stats).start()
+        proxy_port = ProxyProcess(cfg.proxy, monitor, service.proxy_stats).start()
         phost, _ = split_address(cfg.proxy.listen_address)
         log.info(
             "proxy on http://%s:%d/ forwarding to %s",
@@ -94,16 +119,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_port,
             cfg.proxy.upstream,
         )
-    host, port = split_address(cfg.server.listen_address)
-    # The socket is bound here, so port 0 works: the log line says which port was chosen.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
-    bound = sock.getsockname()[1]
+    sock = bind(cfg.server.listen_address)
+    host, bound = sock.getsockname()[:2]
     log.info(
         "mlmon %s serving %d model(s) on http://%s:%d/",
         __version__,
         len(monitor.models),
-        host if family == socket.AF_INET else f"[{host}]",
+        host if sock.family == socket.AF_INET else f"[{host}]",
         bound,
     )
     if cfg.server.snapshot_dir is not None:
@@ -114,8 +136,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(0)
 
         signal.signal(signal.SIGTERM, on_term)
-    serve(app, sock, limits, guard)
+    try:
+        service.server.run(sockets=[sock])
+    finally:
+        service.app.pool.shutdown(wait=False)
     return 0
+
+
+def bind(address: str) -> socket.socket:
+    """A listening socket on HOST:PORT, bound here so that port 0 works (the log line
+    says which port was chosen)."""
+    from .server import listen
+
+    return listen(*split_address(address))
 
 
 def _with_proxy(cfg: Config, upstream: str | None, listen: str | None) -> Config:

@@ -6,9 +6,11 @@ batches and sends to the sidecar.
     mlmon.log({"age": 42, "income": 51000.0}, prediction=1, scores={"1": 0.83}, id="req-42")
     mlmon.label("req-42", 0)            # later, when the ground truth is known
 
-The buffer is bounded (``max_buffer`` events and labels): while the sidecar is away the
-client keeps what it can, drops beyond the bound and counts the drops; when the sidecar
-returns, the buffered events arrive. Sending retries with exponential backoff. Nothing here
+The buffer is bounded (``max_buffer`` events and labels, counting those being sent): while
+the sidecar is away the client keeps what it can, drops beyond the bound and counts the
+drops; when the sidecar returns, the buffered events arrive. With an ingest token
+(``token=``, ``token_file=`` or the environment variable MLMON_INGEST_TOKEN) every request
+carries it as a bearer token. Sending retries with exponential backoff. Nothing here
 ever raises into the model's code, and `close()` (also run at exit) flushes what it can.
 Standard library only.
 """
@@ -19,6 +21,7 @@ import atexit
 import json
 import logging
 import math
+import os
 import threading
 import time
 import urllib.error
@@ -39,8 +42,14 @@ class Client:
         flush_interval: float = 1.0,
         timeout: float = 2.0,
         max_backoff: float = 30.0,
+        token: str | None = None,
+        token_file: str | os.PathLike | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._headers = {"Content-Type": "application/json"}
+        secret = _token(token, token_file)
+        if secret is not None:
+            self._headers["Authorization"] = f"Bearer {secret}"
         self.model = model
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -48,6 +57,7 @@ class Client:
         self.timeout = timeout
         self.max_backoff = max_backoff
         self._items: deque[tuple[str, dict[str, Any]]] = deque()
+        self._in_flight = 0  # taken from the buffer, being sent: still within the bound
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -123,7 +133,7 @@ class Client:
     # ----------------------------------------------------------- the background thread
     def _put(self, kind: str, item: dict[str, Any]) -> bool:
         with self._lock:
-            if len(self._items) >= self.max_buffer:
+            if len(self._items) + self._in_flight >= self.max_buffer:
                 self.dropped += 1
                 return False
             self._items.append((kind, item))
@@ -136,17 +146,17 @@ class Client:
         with self._lock:
             n = min(self.batch_size, len(self._items))
             batch = [self._items.popleft() for _ in range(n)]
+            self._in_flight = n
             if batch:
                 self._idle.clear()
             return batch
 
-    def _give_back(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        """Put a batch that could not be sent back in front, as far as the bound allows."""
+    def _done(self, unsent: list[tuple[str, dict[str, Any]]]) -> None:
+        """The batch in flight is settled; what could not be sent goes back in front (it
+        was counted within the bound all along, so it always fits)."""
         with self._lock:
-            room = self.max_buffer - len(self._items)
-            keep = batch[: max(room, 0)]
-            self.dropped += len(batch) - len(keep)
-            self._items.extendleft(reversed(keep))
+            self._in_flight = 0
+            self._items.extendleft(reversed(unsent))
 
     def _run(self) -> None:
         backoff = 0.0
@@ -159,11 +169,11 @@ class Client:
                     self._idle.set()
                     break
                 unsent = self._send(batch)
+                self._done(unsent)
                 if not unsent:
                     backoff = 0.0
                     self._idle.set()
                     continue
-                self._give_back(unsent)
                 self._idle.set()
                 self.failures += 1
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
@@ -182,7 +192,7 @@ class Client:
                 f"{self.url}/v1/models/{self.model}/{kind}",
                 data=body,
                 method="POST",
-                headers={"Content-Type": "application/json"},
+                headers=self._headers,
             )
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
@@ -197,6 +207,19 @@ class Client:
             except (OSError, ValueError):
                 return [b for b in batch if b[0] == kind or kind == "predictions"]
         return []
+
+
+def _token(token: str | None, token_file: str | os.PathLike | None) -> str | None:
+    """The ingest token: given, read from a file, or from MLMON_INGEST_TOKEN; an empty one
+    is a mistake worth raising at start (it would be refused on every call)."""
+    if token is None and token_file is not None:
+        with open(token_file) as f:
+            token = f.read()
+    if token is None:
+        token = os.environ.get("MLMON_INGEST_TOKEN")
+    if token is not None and not token.strip():
+        raise ValueError("the mlmon ingest token is empty")
+    return token.strip() if token is not None else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,14 +90,27 @@ def decode_json(body: bytes) -> Any:
             f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
         )
         raise BadRequest(400, "malformed_json", f"malformed JSON{where}: {msg}") from None
+    except ValueError as e:  # well-formed, but not decodable: an integer of 4,300+ digits
+        raise BadRequest(400, "malformed_body", f"undecodable JSON: {e}") from None
 
 
-def decode_events(body: bytes, content_type: str, list_key: str = "events") -> list[Any]:
-    """The request body as a list of events: one object, ``{"events": [...]}``, or NDJSON."""
+def decode_events(
+    body: bytes, content_type: str, list_key: str = "events", max_items: int | None = None
+) -> list[Any]:
+    """The request body as a list of events: one object, ``{"events": [...]}``, or NDJSON.
+    An NDJSON body of more than ``max_items`` lines is refused before any line is decoded,
+    so its cost stays that of counting them."""
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
     if ctype in ("application/x-ndjson", "application/jsonl", "application/json-lines"):
+        lines = body.split(b"\n")
+        if max_items is not None and len(lines) > max_items:
+            n = sum(1 for line in lines if line.strip())
+            if n > max_items:
+                raise BadRequest(
+                    413, "batch_too_large", f"{n} lines exceed the limit of {max_items} events"
+                )
         out = []
-        for lineno, line in enumerate(body.split(b"\n"), start=1):
+        for lineno, line in enumerate(lines, start=1):
             if line.strip():
                 try:
                     out.append(decode_json(line))
@@ -170,7 +183,70 @@ class _Errors:
 
 
 def _finite_number(v: Any) -> bool:
-    return type(v) in (int, float) and math.isfinite(v)
+    t = type(v)
+    if t is float:
+        return math.isfinite(v)
+    return t is int and v.bit_length() < 1024  # larger integers are no float
+
+
+# Checks of one value of an event field, shared by the row and the columnar forms so both
+# accept and refuse exactly the same values: each returns what is wrong, or None.
+
+
+def _bad_error(v: Any, max_str: int) -> str | None:
+    if type(v) is not str or len(v) > max_str:
+        return f"expected null or a string of at most {max_str} characters"
+    return None
+
+
+def _bad_class(v: Any, max_str: int) -> bool:
+    """A class, category or group: a string of at most max_str characters, a 64-bit integer
+    or a boolean (label values stay short)."""
+    t = type(v)
+    if t is str:
+        return len(v) > max_str
+    if t is int:
+        return v.bit_length() > 64
+    return t is not bool
+
+
+def _bad_prediction(v: Any, classification: bool, max_str: int) -> str | None:
+    if classification:
+        if _bad_class(v, max_str):
+            return f"expected a class (string or integer), got {_type_name(v)}"
+        return None
+    if type(v) not in (int, float):
+        return f"expected a number, got {_type_name(v)}"
+    if type(v) is int and v.bit_length() >= 1024:
+        return "number out of range"
+    return None
+
+
+def _bad_version(v: Any) -> str | None:
+    if type(v) is not str or not NAME_RE.match(v):
+        return "expected 1-64 characters of letters, digits, _ . : -"
+    return None
+
+
+def _bad_id(v: Any, max_str: int) -> str | None:
+    t = type(v)
+    if (t is str and len(v) <= max_str) or (t is int and v.bit_length() <= 64):
+        return None
+    return f"expected a string of at most {max_str} characters or a 64-bit integer"
+
+
+def _bad_timestamp(v: Any) -> str | None:
+    return None if _finite_number(v) else "expected seconds since the epoch as a number"
+
+
+def _bad_latency(v: Any) -> str | None:
+    return None if _finite_number(v) and v >= 0 else "expected a non-negative number"
+
+
+def _bad_score(v: Any) -> str | None:
+    if type(v) not in (int, float) or not 0.0 <= v <= 1.0:
+        return "probabilities must be numbers in [0, 1]"
+    return None
 
 
 def parse_events(
@@ -186,64 +262,12 @@ def parse_events(
         )
     errs = _Errors()
     max_str = limits["max_string_length"]
-    max_feats = limits["max_features_per_event"]
     classification = schema.prediction_classes is not None
     class_vocab = schema.prediction_classes.vocab[0] if classification else {}
-    feats: list[dict[str, Any]] = []
-    for i, ev in enumerate(events):
-        if type(ev) is not dict:
-            errs.add(i, "", f"an event must be a JSON object, got {_type_name(ev)}")
-            feats.append({})
-            continue
-        error = ev.get("error")
-        if error is not None and (type(error) is not str or len(error) > max_str):
-            errs.add(i, "error", f"expected null or a string of at most {max_str} characters")
-        f = ev.get("features")
-        if f is None and error is None:
-            errs.add(i, "features", "required: an object of feature values")
-        elif f is not None and type(f) is not dict:
-            errs.add(i, "features", f"expected an object, got {_type_name(f)}")
-            f = None
-        elif f is not None and len(f) > max_feats:
-            errs.add(i, "features", f"{len(f)} features exceed the limit of {max_feats}")
-        feats.append(f if type(f) is dict and error is None else {})
-        if "prediction" not in ev or ev["prediction"] is None:
-            if error is None:
-                errs.add(i, "prediction", "required unless 'error' is set")
-        else:
-            p = ev["prediction"]
-            if classification:
-                if not isinstance(p, _CATEGORY_TYPES) or (type(p) is str and len(p) > max_str):
-                    errs.add(
-                        i,
-                        "prediction",
-                        f"expected a class (string or integer), got {_type_name(p)}",
-                    )
-            elif type(p) not in (int, float):
-                errs.add(i, "prediction", f"expected a number, got {_type_name(p)}")
-        v = ev.get("version")
-        if v is not None and (type(v) is not str or not NAME_RE.match(v)):
-            errs.add(i, "version", "expected 1-64 characters of letters, digits, _ . : -")
-        v = ev.get("id")
-        if v is not None and (type(v) not in (str, int) or (type(v) is str and len(v) > max_str)):
-            errs.add(i, "id", f"expected a string of at most {max_str} characters or an integer")
-        v = ev.get("timestamp")
-        if v is not None and not _finite_number(v):
-            errs.add(i, "timestamp", "expected seconds since the epoch as a number")
-        v = ev.get("latency_seconds")
-        if v is not None and not (_finite_number(v) and v >= 0):
-            errs.add(i, "latency_seconds", "expected a non-negative number")
-        v = ev.get("scores")
-        if v is not None:
-            _check_scores(errs, i, v, classification)
-        v = ev.get("groups")
-        if v is not None:
-            if type(v) is not dict:
-                errs.add(i, "groups", f"expected an object, got {_type_name(v)}")
-            else:
-                for k, g in v.items():
-                    if not isinstance(g, _CATEGORY_TYPES) or (type(g) is str and len(g) > max_str):
-                        errs.add(i, f"groups.{k}", "expected a string")
+    feats = [
+        _check_event(errs, i, ev, classification, max_str, limits["max_features_per_event"])
+        for i, ev in enumerate(events)
+    ]
 
     num_names = schema.numeric.names
     rows = _feature_rows(feats, num_names)
@@ -305,6 +329,56 @@ def parse_events(
         groups=[ev.get("groups") for ev in good],
     )
     return batch, errs.items
+
+
+def _check_event(
+    errs: _Errors, i: int, ev: Any, classification: bool, max_str: int, max_feats: int
+) -> dict[str, Any]:
+    """Check one row event's fields (errors go to ``errs``); its feature values to profile."""
+    if type(ev) is not dict:
+        errs.add(i, "", f"an event must be a JSON object, got {_type_name(ev)}")
+        return {}
+    error = ev.get("error")
+    if error is not None and (msg := _bad_error(error, max_str)):
+        errs.add(i, "error", msg)
+    f = ev.get("features")
+    if f is None and error is None:
+        errs.add(i, "features", "required: an object of feature values")
+    elif f is not None and type(f) is not dict:
+        errs.add(i, "features", f"expected an object, got {_type_name(f)}")
+        f = None
+    elif f is not None and len(f) > max_feats:
+        errs.add(i, "features", f"{len(f)} features exceed the limit of {max_feats}")
+    p = ev.get("prediction")
+    if p is None:
+        if error is None:
+            errs.add(i, "prediction", "required unless 'error' is set")
+    elif msg := _bad_prediction(p, classification, max_str):
+        errs.add(i, "prediction", msg)
+    v = ev.get("version")
+    if v is not None and (msg := _bad_version(v)):
+        errs.add(i, "version", msg)
+    v = ev.get("id")
+    if v is not None and (msg := _bad_id(v, max_str)):
+        errs.add(i, "id", msg)
+    v = ev.get("timestamp")
+    if v is not None and (msg := _bad_timestamp(v)):
+        errs.add(i, "timestamp", msg)
+    v = ev.get("latency_seconds")
+    if v is not None and (msg := _bad_latency(v)):
+        errs.add(i, "latency_seconds", msg)
+    v = ev.get("scores")
+    if v is not None:
+        _check_scores(errs, i, v, classification)
+    v = ev.get("groups")
+    if v is not None:
+        if type(v) is not dict:
+            errs.add(i, "groups", f"expected an object, got {_type_name(v)}")
+        else:
+            for k, g in v.items():
+                if _bad_class(g, max_str):
+                    errs.add(i, f"groups.{k}", "expected a string")
+    return f if type(f) is dict and error is None else {}
 
 
 def _feature_rows(feats: list[dict[str, Any]], names: tuple[str, ...]) -> list[Any]:
@@ -400,8 +474,8 @@ def _check_scores(errs: _Errors, i: int, v: Any, classification: bool) -> None:
         errs.add(i, "scores", "expected an object of class -> probability, or a number")
         return
     for s in values:
-        if type(s) not in (int, float) or not 0.0 <= s <= 1.0:
-            errs.add(i, "scores", "probabilities must be numbers in [0, 1]")
+        if msg := _bad_score(s):
+            errs.add(i, "scores", msg)
             return
 
 
@@ -465,8 +539,46 @@ def _number_column(
 
 def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Batch:
     """A columnar batch -- one array per feature and field -- straight into arrays, for
-    high-volume senders. Validated whole; raises BadRequest naming the first bad row of each
-    bad column."""
+    high-volume senders. Every value is held to the same checks as in the row form, so a
+    batch is accepted in one form exactly when it is accepted in the other, with the same
+    state; it is validated whole, and BadRequest names the bad rows of each bad column."""
+    feats, pred = _columns_frame(cols, limits)
+    n = len(pred)
+    errs = _Errors()
+    max_str = limits["max_string_length"]
+    failure = _error_column(cols, n, errs, max_str)
+    if len(feats) > limits["max_features_per_event"]:
+        errs.add(0, "features", f"{len(feats)} features exceed the limit")
+    if (failure >= 0).any():  # the features of failed inferences are neither checked nor kept
+        failed = np.flatnonzero(failure >= 0).tolist()
+        feats = {k: _blanked(v, failed) for k, v in feats.items()}
+    x = _numeric_columns(feats, schema, n, errs)
+    cat_idx = _categorical_columns(feats, schema, n, errs, max_str)
+    pred_value, pred_idx = _prediction_column(pred, schema, failure, errs, max_str)
+    batch = Batch(
+        n=n,
+        versions=_version_column(cols, schema, n, errs),
+        ok=failure < 0,
+        x_num=x,
+        cat_idx=cat_idx,
+        pred_value=pred_value,
+        pred_idx=pred_idx,
+        score=_score_column(cols, schema, n, errs),
+        latency=_checked_numbers(cols, "latency_seconds", n, errs, _bad_latency),
+        failure=failure,
+        ids=_checked_values(cols, "id", n, errs, lambda v: _bad_id(v, max_str)),
+        timestamps=_checked_values(cols, "timestamp", n, errs, _bad_timestamp),
+        groups=_group_columns(cols, n, errs, max_str),
+    )
+    if errs.bad:
+        raise BadRequest(
+            400, "invalid_event", "invalid columnar batch; nothing was applied", errs.items
+        )
+    return batch
+
+
+def _columns_frame(cols: Any, limits: dict[str, int]) -> tuple[dict[str, Any], list[Any]]:
+    """The feature columns and the prediction column, or a BadRequest for the shape."""
     if type(cols) is not dict:
         raise BadRequest(
             400,
@@ -495,20 +607,52 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
             "'columns.prediction' is required",
             [{"field": "columns.prediction", "message": "expected a list"}],
         )
-    n = len(pred)
-    if n > limits["max_batch_events"]:
+    if len(pred) > limits["max_batch_events"]:
         raise BadRequest(
             413,
             "batch_too_large",
-            f"batch of {n} events exceeds the limit of {limits['max_batch_events']}",
+            f"batch of {len(pred)} events exceeds the limit of {limits['max_batch_events']}",
         )
-    errs = _Errors()
-    max_str = limits["max_string_length"]
+    return feats, pred
+
+
+def _blanked(values: Any, rows: list[int]) -> Any:
+    if type(values) is not list:
+        return values
+    values = list(values)
+    for i in rows:
+        if i < len(values):
+            values[i] = None
+    return values
+
+
+def _error_column(cols: dict[str, Any], n: int, errs: _Errors, max_str: int) -> np.ndarray:
+    failure = np.full(n, -1, dtype=np.int64)
+    col = _column(cols, "error", n, errs)
+    for i, e in enumerate(col or ()):
+        if e is None:
+            continue
+        if msg := _bad_error(e, max_str):
+            errs.add(i, "error", msg)
+        else:
+            failure[i] = _reason(e)
+    return failure
+
+
+def _numeric_columns(
+    feats: dict[str, Any], schema: ModelSchema, n: int, errs: _Errors
+) -> np.ndarray:
     x = np.full((n, len(schema.numeric)), np.nan)
     for j, name in enumerate(schema.numeric.names):
         col = _column(feats, name, n, errs, "features.") if name in feats else None
         if col is not None:
             x[:, j] = _number_column(col, f"features.{name}", errs)
+    return x
+
+
+def _categorical_columns(
+    feats: dict[str, Any], schema: ModelSchema, n: int, errs: _Errors, max_str: int
+) -> np.ndarray:
     block = schema.categorical
     cat_idx = np.full((n, len(block)), -1, dtype=np.int64)
     for j, name in enumerate(block.names):
@@ -520,121 +664,153 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
             cat_idx[:, j] = [vocab.get(v, other) for v in col]  # the common case, no checks
             continue
         for i, v in enumerate(col):
-            if v is None or (type(v) is float and not math.isfinite(v)):
-                continue
-            if not isinstance(v, _CATEGORY_TYPES) or (type(v) is str and len(v) > max_str):
+            t = type(v)
+            if v is None or (t is float and not math.isfinite(v)):
+                continue  # missing, as in the row form
+            if t is str and len(v) > max_str:
+                errs.add(i, f"features.{name}", f"string longer than {max_str} characters")
+            elif t in (str, int, bool):
+                cat_idx[i, j] = vocab.get(label_text(v), other)
+            else:
                 errs.add(i, f"features.{name}", f"expected a string, got {_type_name(v)}")
-                break
-            cat_idx[i, j] = vocab.get(label_text(v), other)
+    return cat_idx
+
+
+def _prediction_column(
+    pred: list[Any], schema: ModelSchema, failure: np.ndarray, errs: _Errors, max_str: int
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(pred)
     pred_value = np.full(n, np.nan)
     pred_idx = np.full(n, -1, dtype=np.int64)
-    if schema.prediction_classes is not None:
-        vocab = schema.prediction_classes.vocab[0]
+    classes = schema.prediction_classes
+    kinds = set(map(type, pred))
+    if classes is not None:
+        vocab = classes.vocab[0]
         other = len(vocab)
-        kinds = set(map(type, pred))
-        checked = pred
         if kinds == {str} and max(map(len, pred), default=0) <= max_str:
             pred_idx[:] = [vocab.get(p, other) for p in pred]
-            checked = []
-        elif kinds == {int}:
+            return pred_value, pred_idx
+        if kinds == {int} and all(p.bit_length() <= 64 for p in set(pred)):
             lut = {p: vocab.get(str(p), other) for p in set(pred)}  # a few distinct classes
             pred_idx[:] = [lut[p] for p in pred]
-            checked = []
-        for i, p in enumerate(checked):
-            if not isinstance(p, _CATEGORY_TYPES) or (type(p) is str and len(p) > max_str):
-                errs.add(i, "prediction", f"expected a class, got {_type_name(p)}")
-                break
-            pred_idx[i] = vocab.get(label_text(p), other)
-    else:
-        pred_value = _number_column(pred, "prediction", errs)
+            return pred_value, pred_idx
+    elif kinds <= {int, float}:
+        try:
+            pred_value[:] = pred
+            pred_value[~np.isfinite(pred_value)] = np.nan
+            return pred_value, pred_idx
+        except OverflowError:
+            pred_value[:] = np.nan
+    for i, p in enumerate(pred):
+        if p is None:
+            if failure[i] < 0:
+                errs.add(i, "prediction", "required unless 'error' is set")
+        elif msg := _bad_prediction(p, classes is not None, max_str):
+            errs.add(i, "prediction", msg)
+        elif classes is not None:
+            pred_idx[i] = classes.vocab[0].get(label_text(p), len(classes.vocab[0]))
+        elif math.isfinite(p):
+            pred_value[i] = p
+    return pred_value, pred_idx
+
+
+def _score_column(cols: dict[str, Any], schema: ModelSchema, n: int, errs: _Errors) -> np.ndarray:
     score = np.full(n, np.nan)
-    raw_scores = cols.get("scores")
-    if raw_scores is not None:
+    raw = cols.get("scores")
+    if raw is None:
+        return score
+    if type(raw) is dict:
         if schema.prediction_classes is None:
             errs.add(0, "scores", "only classification models have class scores")
-        elif type(raw_scores) is dict:
-            arrays = {
-                str(k): _number_column(v, f"scores.{k}", errs)
-                for k, v in raw_scores.items()
-                if type(v) is list and len(v) == n
-            }
-            if len(arrays) != len(raw_scores):
+            return score
+        arrays = {}
+        for k, v in raw.items():
+            if type(v) is not list or len(v) != n:
                 errs.add(0, "scores", f"expected lists of {n} probabilities per class")
-            elif schema.positive_class in arrays:
-                score = arrays[schema.positive_class]
-            elif arrays:
-                score = np.nanmax(np.vstack(list(arrays.values())), axis=0)
+                return score
+            arrays[str(k)] = _checked_numbers(raw, k, n, errs, _bad_score, "scores")
+        if schema.positive_class in arrays:
+            return arrays[schema.positive_class]
+        if arrays:
+            stacked = np.vstack(list(arrays.values()))
+            if (~np.isnan(stacked)).any(axis=0).all():
+                return np.nanmax(stacked, axis=0)
+            return np.array([np.nan if np.isnan(c).all() else np.nanmax(c) for c in stacked.T])
+        return score
+    col = _column(cols, "scores", n, errs)
+    if col is None or all(v is None for v in col):
+        return score
+    if schema.prediction_classes is None:
+        errs.add(0, "scores", "only classification models have class scores")
+        return score
+    return _checked_numbers(cols, "scores", n, errs, _bad_score)
+
+
+def _checked_values(cols: dict[str, Any], key: str, n: int, errs: _Errors, bad: Any) -> list[Any]:
+    """A column's values, each non-null one held to ``bad`` (the row form's check)."""
+    col = _column(cols, key, n, errs)
+    if col is None:
+        return [None] * n
+    for i, v in enumerate(col):
+        if v is not None and (msg := bad(v)):
+            errs.add(i, key, msg)
+    return col
+
+
+def _checked_numbers(
+    cols: dict[str, Any], key: str, n: int, errs: _Errors, bad: Any, name: str | None = None
+) -> np.ndarray:
+    """A numeric column as floats (null: NaN), each non-null value held to ``bad``."""
+    col = _column(cols, key, n, errs)
+    out = np.full(n, np.nan)
+    if col is None:
+        return out
+    if set(map(type, col)) <= {int, float}:
+        try:
+            out[:] = col
+            if np.isfinite(out).all() and not (bad(float(out.min())) or bad(float(out.max()))):
+                return out
+        except OverflowError:
+            out[:] = np.nan
+    for i, v in enumerate(col):
+        if v is None:
+            continue
+        if msg := bad(v):
+            errs.add(i, name or key, msg)
         else:
-            col = _column(cols, "scores", n, errs)
-            if col is not None:
-                score = _number_column(col, "scores", errs)
-        bad = ~np.isnan(score) & ((score < 0) | (score > 1))
-        if bad.any():
-            errs.add(int(np.argmax(bad)), "scores", "probabilities must be numbers in [0, 1]")
-    latency = np.full(n, np.nan)
-    col = _column(cols, "latency_seconds", n, errs)
-    if col is not None:
-        latency = _number_column(col, "latency_seconds", errs)
-        if (latency < 0).any():
-            errs.add(
-                int(np.argmax(latency < 0)), "latency_seconds", "expected a non-negative number"
-            )
-    failure = np.full(n, -1, dtype=np.int64)
-    col = _column(cols, "error", n, errs)
-    if col is not None:
-        for i, e in enumerate(col):
-            if e is None:
-                continue
-            if type(e) is not str or len(e) > max_str:
-                errs.add(i, "error", "expected null or a short string")
-                break
-            failure[i] = _reason(e)
+            out[i] = v
+    return out
+
+
+def _version_column(cols: dict[str, Any], schema: ModelSchema, n: int, errs: _Errors) -> list[str]:
     version = cols.get("version")
+    default = schema.config.default_version
     if version is None:
-        versions = [schema.config.default_version] * n
-    elif type(version) is str and NAME_RE.match(version):
-        versions = [version] * n
-    elif (
-        type(version) is list
-        and len(version) == n
-        and all(type(v) is str and NAME_RE.match(v) for v in version)
-    ):
-        versions = version
-    else:
-        errs.add(0, "version", "expected a version name or a list of them")
-        versions = []
-    ids = _column(cols, "id", n, errs) or [None] * n
-    if any(type(i) not in (str, int, type(None)) for i in ids):
-        errs.add(0, "id", "expected strings or integers")
-    groups: list[dict[str, str] | None] = [None] * n
-    raw_groups = cols.get("groups")
-    if raw_groups is not None:
-        if type(raw_groups) is not dict or any(
-            type(v) is not list or len(v) != n for v in raw_groups.values()
-        ):
-            errs.add(0, "groups", f"expected an object of attribute -> list of {n} values")
-        else:
-            groups = [{a: vals[i] for a, vals in raw_groups.items()} for i in range(n)]
-    ok = failure < 0
-    missing_pred = ok & (pred_idx < 0) & np.isnan(pred_value)
-    if schema.prediction_classes is not None and missing_pred.any() and not errs.bad:
-        errs.add(int(np.argmax(missing_pred)), "prediction", "required unless 'error' is set")
-    if errs.bad:
-        raise BadRequest(
-            400, "invalid_event", "invalid columnar batch; nothing was applied", errs.items
-        )
-    return Batch(
-        n=n,
-        versions=versions,
-        ok=ok,
-        x_num=x,
-        cat_idx=cat_idx,
-        pred_value=pred_value,
-        pred_idx=pred_idx,
-        score=score,
-        latency=latency,
-        failure=failure,
-        ids=ids,
-        timestamps=[None] * n,
-        groups=groups,
-    )
+        return [default] * n
+    if type(version) is str:
+        if msg := _bad_version(version):
+            errs.add(0, "version", msg)
+        return [version] * n
+    col = _column(cols, "version", n, errs)
+    if col is None:
+        return [default] * n
+    for i, v in enumerate(col):
+        if v is not None and (msg := _bad_version(v)):
+            errs.add(i, "version", msg)
+    return [v or default for v in col]
+
+
+def _group_columns(
+    cols: dict[str, Any], n: int, errs: _Errors, max_str: int
+) -> list[dict[str, Any] | None]:
+    raw = cols.get("groups")
+    if raw is None:
+        return [None] * n
+    if type(raw) is not dict or any(type(v) is not list or len(v) != n for v in raw.values()):
+        errs.add(0, "groups", f"expected an object of attribute -> list of {n} values")
+        return [None] * n
+    for attr, values in raw.items():
+        for i, g in enumerate(values):
+            if _bad_class(g, max_str):
+                errs.add(i, f"groups.{attr}", "expected a string")
+    return [{a: vals[i] for a, vals in raw.items()} for i in range(n)]

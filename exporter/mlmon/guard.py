@@ -119,6 +119,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._ended = False  # a request ended during the current read
         self._head_size = 0  # of the current request's head, from what llhttp parsed
         self._too_large = False
+        self._half_closed = False  # the client sent its request and shut down its side
 
     # -- connection ----------------------------------------------------------------------
 
@@ -132,6 +133,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        """A client that shuts down its sending side after a complete request still gets its
+        answer (then the connection closes); otherwise the connection closes now."""
+        if self.phase == _APP and self.cycle is not None and not self.cycle.response_complete:
+            self._half_closed = True
+            return True
+        return None
 
     def expire(self) -> None:
         """Called by the guard when this connection's deadline has passed."""
@@ -263,6 +272,9 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._half_closed:
+            self.transport.close()
+            return
         super().on_response_complete()
         if self.phase == _APP and not self.pipeline and not self.transport.is_closing():
             self.phase = _WAITING

@@ -31,7 +31,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -182,13 +181,12 @@ class Proxy:
         import uvicorn
 
         from .guard import Guard, guarded_protocol
-        from .server import effective_limits, limits_of
+        from .server import effective_limits, limits_of, listen
 
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the sender thread yields quickly
         host, port = split_address(self.settings.listen_address)
         try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=1024)
+            sock = listen(host, port)
         except OSError as e:
             ports.put(("error", e.strerror or str(e)))
             return
@@ -282,6 +280,19 @@ class Proxy:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["raw_path"] == b"*":
+            # OPTIONS * asks about the server itself (RFC 9110 §9.3.7); the proxy answers it,
+            # as it has no target to forward to
+            await _reply(send, 200, b"", False, None)
+            return
+        try:
+            await self._proxy(scope, receive, send)
+        except Exception:  # a bug answers this call with a 502, never takes the proxy down
+            log.exception("proxying %s %s failed", scope["method"], scope["raw_path"][:200])
+            with contextlib.suppress(Exception):
+                await _reply(send, 502, b'{"error": "mlmon proxy: internal error"}\n', True)
+
+    async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.time()
         t0 = time.perf_counter()
         method = scope["method"]
@@ -456,8 +467,12 @@ async def _stream(first: bytes, receive: Any) -> Any:
             return
 
 
-async def _reply(send: Any, status: int, body: bytes, close: bool) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+async def _reply(
+    send: Any, status: int, body: bytes, close: bool, ctype: bytes | None = b"application/json"
+) -> None:
+    headers = [(b"content-length", b"%d" % len(body))]
+    if ctype is not None:
+        headers.append((b"content-type", ctype))
     if close:
         headers.append((b"connection", b"close"))  # the unread request body is on the wire
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -185,8 +185,9 @@ class ExporterApp:
         return Reply(int(status.split(" ", 1)[0]), out, ctype, kept)
 
 
-def serve(app: ExporterApp, sock: socket.socket, limits: Limits, guard: Guard) -> None:
-    """Serve ``app`` on an already bound socket until SIGTERM or SIGINT."""
+def make_server(app: ExporterApp, limits: Limits, guard: Guard) -> Any:
+    """The uvicorn server for ``app``, behind ``guard``; `run(sockets=[sock])` serves until
+    SIGTERM or SIGINT (in the main thread) or until ``should_exit`` is set."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -202,10 +203,20 @@ def serve(app: ExporterApp, sock: socket.socket, limits: Limits, guard: Guard) -
         backlog=1024,
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        app.pool.shutdown(wait=False)
+    return uvicorn.Server(config)
+
+
+def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket with Nagle's algorithm off for every accepted connection.
+
+    uvicorn writes a response's head and body separately; asyncio turns Nagle off only on
+    sockets whose protocol number says TCP, which `socket.create_server` leaves at 0, so
+    without this every keep-alive response would wait out the client's delayed ACK (40 ms).
+    Accepted sockets inherit TCP_NODELAY from the listening one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=backlog)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def limits_of(settings: Any) -> Limits:

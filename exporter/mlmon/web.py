@@ -60,6 +60,10 @@ def create_app(
         "predictions": tokens.ingest,
         "labels": tokens.ingest,
         "metrics": tokens.metrics,
+        # what /metrics shows, in JSON and HTML: behind the same token
+        "models": tokens.metrics,
+        "model_stats": tokens.metrics,
+        "landing": tokens.metrics,
         "put_thresholds": tokens.admin,
         "reload": tokens.admin,
         "rebaseline": tokens.admin,
