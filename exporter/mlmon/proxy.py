@@ -181,7 +181,7 @@ class Proxy:
         import uvicorn
 
         from .guard import Guard, guarded_protocol
-        from .server import effective_limits, limits_of, listen
+        from .server import ACCEPT_BURST, effective_limits, limits_of, listen
 
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the sender thread yields quickly
         host, port = split_address(self.settings.listen_address)
@@ -195,7 +195,9 @@ class Proxy:
             target=self._send_captures, args=(conn, os.getppid()), name="mlmon-proxy-send",
             daemon=True,
         ).start()  # fmt: skip
-        limits = effective_limits(limits_of(self.settings))
+        limits = effective_limits(
+            limits_of(self.settings), reserve=100 + self.settings.max_upstream_connections
+        )
         guard = Guard(limits, self.stats.connection_closed)
 
         config = uvicorn.Config(
@@ -209,7 +211,7 @@ class Proxy:
             date_header=False,
             timeout_keep_alive=int(limits.idle_timeout) + 1,
             timeout_graceful_shutdown=2,
-            backlog=1024,
+            backlog=ACCEPT_BURST,
         )
         errors = logging.getLogger("uvicorn.error")
         errors.setLevel(logging.WARNING)

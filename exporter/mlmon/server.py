@@ -33,6 +33,10 @@ _INGEST = (b"predictions", b"labels")
 # connection does not reset it before the client reads the refusal.
 _LINGER_BYTES = 64 * 1024 * 1024
 _LINGER_SECONDS = 2.0
+# Connections asyncio accepts in one burst (also the listen backlog). Their descriptors are
+# open before the guard sees them, and an evicted one is closed a loop iteration later, so
+# the connection cap keeps two bursts of room under the open-file limit.
+ACCEPT_BURST = 128
 
 Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
@@ -200,13 +204,13 @@ def make_server(app: ExporterApp, limits: Limits, guard: Guard) -> Any:
         server_header=False,
         timeout_keep_alive=int(limits.idle_timeout) + 1,  # the guard closes idle ones first
         timeout_graceful_shutdown=5,
-        backlog=1024,
+        backlog=ACCEPT_BURST,
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     return uvicorn.Server(config)
 
 
-def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+def listen(host: str, port: int, backlog: int = ACCEPT_BURST) -> socket.socket:
     """A listening TCP socket with Nagle's algorithm off for every accepted connection.
 
     uvicorn writes a response's head and body separately; asyncio turns Nagle off only on
@@ -229,17 +233,17 @@ def limits_of(settings: Any) -> Limits:
     )
 
 
-def effective_limits(limits: Limits) -> Limits:
-    """The limits with the connection cap kept under the open-file limit (less a reserve for
-    the process's own files), so the server never runs out of descriptors before the cap
-    evicts anyone."""
+def effective_limits(limits: Limits, reserve: int = 100) -> Limits:
+    """The limits with the connection cap kept under the open-file limit less ``reserve``
+    (the process's own files, and the proxy's upstream pool) and two accept bursts, so the
+    server never runs out of descriptors before the cap evicts anyone."""
     import resource
     from dataclasses import replace
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return limits
-    cap = max(16, soft - 100)
+    cap = max(16, soft - reserve - 2 * ACCEPT_BURST)
     return replace(limits, max_connections=min(limits.max_connections, cap))
 
 
