@@ -344,7 +344,6 @@ class Served:
     real socket on 127.0.0.1, so that tests talk HTTP to it and can still inspect its state."""
 
     def __init__(self, config: Config, clock=None, tokens=None) -> None:
-        import socket
         import threading
 
         from mlmon.cli import build_service

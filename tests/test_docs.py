@@ -89,14 +89,20 @@ def test_every_threshold_limit_and_reason_is_in_the_readme():
 def test_every_proxy_setting_is_in_the_readme():
     import dataclasses
 
-    keys = {
-        "timeout_seconds": "timeout",
-        "connect_timeout_seconds": "connect_timeout",
-        "routes": "models.<name>",
-    }
+    keys = {"routes": "models.<name>"}
     for f in dataclasses.fields(ProxySettings):
-        key = keys.get(f.name, f.name)
+        key = keys.get(f.name, f.name.removesuffix("_seconds"))
         assert f"`proxy.{key}`" in README or f"`proxy.{key}`," in README, key
+
+
+def test_every_server_setting_is_in_the_readme():
+    import dataclasses
+
+    from mlmon.config import ServerSettings
+
+    for f in dataclasses.fields(ServerSettings):
+        key = f.name.removesuffix("_seconds")
+        assert f"`server.{key}`" in README, key
 
 
 def test_dockerfile_copies_files_that_exist():
