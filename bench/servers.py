@@ -2,15 +2,14 @@
 
 Exporter — server CPU per request (utime+stime of the server process from /proc, divided by
 the requests it answered) and client-side p50/p99, for a POST of 100 row events, a POST of
-one event and GET /metrics (about 10k series, gzip as Prometheus asks), against:
+one event, GET /metrics (about 10k series, gzip as Prometheus asks) and GET /readyz (no work
+of mlmon's: the server's own cost), against:
 
   mlmon          the real `mlmon serve` (uvicorn + httptools behind mlmon's guard,
                  serving `ExporterApp`), unchanged
   aiohttp-web    aiohttp.web calling the same `mlmon.api.Api` methods in a thread pool
-  mlmon-nodelay  the real `mlmon serve`, its listening socket made with IPPROTO_TCP so that
-                 asyncio sets TCP_NODELAY on its connections (see `_tcp_server`)
   uvicorn-h11    `ExporterApp` on uvicorn with h11 (no guard: it subclasses the httptools
-                 protocol), TCP_NODELAY on
+                 protocol)
 
 Proxy — the latency added to the requests of bench/proxy.py (same upstream, same 10-row
 bodies, one keep-alive connection per target, the targets interleaved request by request),
@@ -20,16 +19,14 @@ and the CPU of the proxy process per request:
                      aiohttp client, capture on), unchanged
   aiohttp-web        aiohttp.web + the pooled aiohttp ClientSession of mlmon's proxy
                      (`Forwarder`), no capture
-  mlmon-nodelay      the real `mlmon serve --upstream ...` with TCP_NODELAY, as above
-  uvicorn-httptools  uvicorn + httptools + mlmon's guard + `Forwarder`, no capture,
-                     TCP_NODELAY on
+  uvicorn-httptools  uvicorn + httptools + mlmon's guard + `Forwarder`, no capture
 
-Every figure is a median over runs; the candidates are interleaved within each run and
-compared by per-run ratios against the first candidate, because this machine's speed drifts
-within minutes.
+Every figure is a median over runs. Within a run the candidates take turns — in slices of
+half a second (exporter), request by request (proxy) — and each is compared with the first
+candidate by its ratio in the same run, because this machine's speed drifts within minutes.
 
     python bench/servers.py            # about 5 minutes on 2 cores
-    python bench/servers.py --quick    # about 2 minutes
+    python bench/servers.py --quick    # about 1 minute
 
 Prints a table and writes bench/results/servers.json. Everything listens on 127.0.0.1.
 """
@@ -60,8 +57,8 @@ if __package__ in (None, ""):
 from bench.suite import MODEL, TICK, row_bodies, setup, spec, summary
 
 SCRIPT = str(Path(__file__).resolve())
-EXPORTERS = ("mlmon", "aiohttp-web", "mlmon-nodelay", "uvicorn-h11")
-PROXIES = ("mlmon", "aiohttp-web", "mlmon-nodelay", "uvicorn-httptools")
+EXPORTERS = ("mlmon", "aiohttp-web", "uvicorn-h11")
+PROXIES = ("mlmon", "aiohttp-web", "uvicorn-httptools")
 IDLE_SECONDS = 3.0
 SEED_VERSIONS = 9  # x 600 events: about 10.5k series on /metrics
 LISTENING = r"listening on http://127\.0\.0\.1:(\d+)/"
@@ -73,38 +70,13 @@ PROXY_ON = r"proxy on http://127\.0\.0\.1:(\d+)/"
 # Each runs as `python bench/servers.py --MODE ARG` and prints `listening on URL` once bound.
 
 
-def _tcp_server(
-    address: tuple[str, int],
-    *,
-    family: int = socket.AF_INET,
-    backlog: int = 1024,
-    reuse_port: bool = False,
-    dualstack_ipv6: bool = False,
-) -> socket.socket:
-    """`socket.create_server` with the socket's protocol set to IPPROTO_TCP. asyncio sets
-    TCP_NODELAY on an accepted connection only when its socket says IPPROTO_TCP, and
-    sockets accepted from a `socket.create_server` socket say 0 (aiohttp sets TCP_NODELAY
-    itself; uvicorn does not)."""
-    del reuse_port, dualstack_ipv6
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(backlog)
-    return sock
-
-
 def _listen() -> tuple[socket.socket, int]:
-    sock = _tcp_server(("127.0.0.1", 0))
+    """A listening socket on 127.0.0.1 whose connections have TCP_NODELAY, as mlmon's own
+    (`mlmon.server.listen`): uvicorn writes a response's head and body separately, and
+    asyncio leaves Nagle's algorithm on for sockets from `socket.create_server`."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, sock.getsockname()[1]
-
-
-def serve_mlmon_nodelay(argv: list[str]) -> None:
-    """The real `mlmon serve ARGV` (cmd_serve, serve(), the proxy process), its listening
-    sockets made by `_tcp_server`: the only change is TCP_NODELAY on its connections."""
-    from mlmon.cli import main
-
-    socket.create_server = _tcp_server  # type: ignore[assignment]
-    raise SystemExit(main(["serve", *argv]))
 
 
 def serve_aiohttp_exporter(config: str) -> None:
@@ -325,9 +297,12 @@ class Server:
         while ready_path is not None:
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", ready_path)
-                if c.getresponse().status == 200:
-                    break
+                try:
+                    c.request("GET", ready_path)
+                    if c.getresponse().status == 200:
+                        break
+                finally:
+                    c.close()
             except OSError:
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -386,8 +361,10 @@ def _client(
         queue.put((0, [], repr(e)))
 
 
-def load(server: Server, workload: dict[str, Any], seconds: float, connections: int) -> dict:
-    """Requests, server CPU seconds and client latencies of one timed run."""
+def load(
+    server: Server, workload: dict[str, Any], seconds: float, connections: int
+) -> tuple[int, float, np.ndarray]:
+    """Requests, server CPU seconds and client latencies (ms) of one timed slice."""
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     args = (server.port, workload["method"], workload["path"], workload["bodies"],
@@ -403,21 +380,17 @@ def load(server: Server, workload: dict[str, Any], seconds: float, connections: 
     errors = [r[2] for r in results if r[2]]
     if errors:
         raise RuntimeError(f"{server.name}: {errors[0]}")
-    n = sum(r[0] for r in results)
-    lat = np.concatenate([r[1] for r in results]) * 1e3
-    return {
-        "requests": n,
-        "cpu_us": cpu / n * 1e6,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-    }
+    return sum(r[0] for r in results), cpu, np.concatenate([r[1] for r in results]) * 1e3
 
 
 def _call(port: int, method: str, path: str, body: bytes | None = None, headers=None) -> bytes:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request(method, path, body, headers or {})
-    r = c.getresponse()
-    data = r.read()
+    try:
+        c.request(method, path, body, headers or {})
+        r = c.getresponse()
+        data = r.read()
+    finally:
+        c.close()
     if r.status != 200:
         raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
     return data
@@ -429,7 +402,7 @@ def _series(port: int) -> int:
 
 
 def exporter_bench(
-    tmp: Path, names: list[str], runs: int, seconds: float, connections: int
+    tmp: Path, names: list[str], runs: int, seconds: float, slices: int, connections: int
 ) -> dict[str, Any]:
     cfg = setup(tmp)
     events = synthetic.without_labels(synthetic.events(spec(), 20_000, seed=5, version="v1"))
@@ -442,12 +415,13 @@ def exporter_bench(
                          "bodies": row_bodies(events[:2000], 1)},
         "GET /metrics": {"method": "GET", "path": "/metrics", "bodies": [],
                          "headers": {"Accept-Encoding": "gzip"}},
+        # no work of mlmon's: what the server itself costs per request
+        "GET /readyz": {"method": "GET", "path": "/readyz", "bodies": [], "headers": {}},
     }  # fmt: skip
     serve = ["--config", str(cfg), "--web.listen-address", "127.0.0.1:0"]
     argv = {
         "mlmon": [sys.executable, "-m", "mlmon", "serve", *serve],
         "aiohttp-web": [sys.executable, SCRIPT, "--serve-aiohttp", str(cfg)],
-        "mlmon-nodelay": [sys.executable, SCRIPT, "--mlmon-nodelay", *serve],
         "uvicorn-h11": [sys.executable, SCRIPT, "--serve-uvicorn", str(cfg), "h11"],
     }  # fmt: skip
     servers: dict[str, Server] = {}
@@ -465,17 +439,40 @@ def exporter_bench(
             for s in servers.values():
                 _call(s.port, "POST", path, body, json_headers)
         series = {n: _series(s.port) for n, s in servers.items()}
+        replies: dict[str, set[bytes]] = {w: set() for w in workloads if w != "GET /metrics"}
         for s in servers.values():
-            for w in workloads.values():
-                for b in (w["bodies"] or [None])[:20]:
-                    _call(s.port, w["method"], w["path"], b, w["headers"])
+            for wname, w in workloads.items():
+                for i, b in enumerate((w["bodies"] or [None])[:20]):
+                    reply = _call(s.port, w["method"], w["path"], b, w["headers"])
+                    if i == 0 and wname in replies:
+                        replies[wname].add(reply)
+        if any(len(r) != 1 for r in replies.values()):
+            raise RuntimeError(f"the candidates answer differently: {replies}")
         idle = idle_cpu({n: [(s, None)] for n, s in servers.items()})
+        # A run is `slices` rounds; each round gives every workload and every candidate a
+        # slice of seconds/slices, in an order rotated round by round, so that a change of
+        # the machine's speed within the run falls on every candidate alike.
         raw: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in names} for w in workloads}
         for r in range(runs):
-            for wname, w in workloads.items():
-                order = names[r % len(names) :] + names[: r % len(names)]
-                for name in order:
-                    raw[wname][name].append(load(servers[name], w, seconds, connections))
+            acc: dict[tuple[str, str], list] = {(w, n): [] for w in workloads for n in names}
+            for k in range(slices):
+                shift = (r * slices + k) % len(names)
+                for wname, w in workloads.items():
+                    for name in names[shift:] + names[:shift]:
+                        acc[wname, name].append(
+                            load(servers[name], w, seconds / slices, connections)
+                        )
+            for (wname, name), parts in acc.items():
+                n = sum(p[0] for p in parts)
+                lat = np.concatenate([p[2] for p in parts])
+                raw[wname][name].append(
+                    {
+                        "requests": n,
+                        "cpu_us": sum(p[1] for p in parts) / n * 1e6,
+                        "p50_ms": float(np.percentile(lat, 50)),
+                        "p99_ms": float(np.percentile(lat, 99)),
+                    }
+                )
             print(f"  exporter run {r + 1}/{runs} done", file=sys.stderr, flush=True)
     finally:
         for s in servers.values():
@@ -531,7 +528,6 @@ def proxy_bench(tmp: Path, names: list[str], requests: int, runs: int) -> dict[s
     ]
     argv = {
         "mlmon": [sys.executable, "-m", "mlmon", "serve", *serve],
-        "mlmon-nodelay": [sys.executable, SCRIPT, "--mlmon-nodelay", *serve],
         "aiohttp-web": [sys.executable, SCRIPT, "--proxy-aiohttp", up],
         "uvicorn-httptools": [sys.executable, SCRIPT, "--proxy-uvicorn", up],
     }  # fmt: skip
@@ -650,6 +646,17 @@ def idle_cpu(procs: dict[str, list[tuple[Server, int | None]]]) -> dict[str, flo
     }
 
 
+def _git() -> dict[str, Any]:
+    """The commit measured, and the files of the tree that differ from it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=30)
+        return r.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "modified": git("status", "--short").splitlines()}
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -709,19 +716,25 @@ def main() -> int:
         "--serve-uvicorn": lambda a: serve_uvicorn_exporter(a[0], a[1]),
         "--proxy-aiohttp": lambda a: serve_aiohttp_proxy(a[0]),
         "--proxy-uvicorn": lambda a: serve_uvicorn_proxy(a[0]),
-        "--mlmon-nodelay": serve_mlmon_nodelay,
     }
     if len(sys.argv) > 1 and sys.argv[1] in modes:
         modes[sys.argv[1]](sys.argv[2:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer and shorter runs")
-    ap.add_argument("--runs", type=int, help="exporter runs (default 5, quick 2)")
-    ap.add_argument("--seconds", type=float, help="seconds per exporter run (default 2)")
+    ap.add_argument("--runs", type=int, help="exporter runs (default 7, quick 2)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        help="seconds per candidate and workload in an exporter run (default 2.5)",
+    )
+    ap.add_argument(
+        "--slices", type=int, help="slices each exporter run is cut into (default 5, quick 2)"
+    )
     ap.add_argument("--connections", type=int, default=2, help="exporter client connections")
     ap.add_argument("--proxy-runs", type=int, help="proxy runs (default 3, quick 2)")
     ap.add_argument(
-        "--proxy-requests", type=int, help="requests per proxy run (default 1000, quick 500)"
+        "--proxy-requests", type=int, help="requests per proxy run (default 2000, quick 500)"
     )
     ap.add_argument(
         "--exporters", default=",".join(EXPORTERS), help="exporter candidates, first = baseline"
@@ -731,9 +744,10 @@ def main() -> int:
     )
     ap.add_argument("--json", default="bench/results/servers.json")
     args = ap.parse_args()
-    runs = args.runs or (2 if args.quick else 5)
-    seconds = args.seconds or (1.0 if args.quick else 2.0)
-    requests = args.proxy_requests or (500 if args.quick else 1000)
+    runs = args.runs or (2 if args.quick else 7)
+    seconds = args.seconds or (1.0 if args.quick else 2.5)
+    slices = args.slices or (2 if args.quick else 5)
+    requests = args.proxy_requests or (500 if args.quick else 2000)
     proxy_runs = args.proxy_runs or (2 if args.quick else 3)
     exporters = [n for n in args.exporters.split(",") if n]
     proxies = [n for n in args.proxies.split(",") if n]
@@ -748,8 +762,10 @@ def main() -> int:
         f"{platform.python_version()}, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d"),
         "versions": _versions(),
+        "git": _git(),
         "runs": runs,
         "seconds_per_run": seconds,
+        "slices_per_run": slices,
         "connections": args.connections,
         "proxy_runs": proxy_runs,
     }
@@ -757,7 +773,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         if exporters:
             results["exporter"] = exporter_bench(
-                Path(d), exporters, runs, seconds, args.connections
+                Path(d), exporters, runs, seconds, slices, args.connections
             )
         if proxies:
             results["proxy"] = proxy_bench(Path(d), proxies, requests, proxy_runs)
