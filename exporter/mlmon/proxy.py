@@ -178,6 +178,7 @@ class Proxy:
     def serve(self, conn: Connection, ports: Any) -> None:
         """Listen, report the bound port (or the error) on ``ports``, forward until the
         exporter goes away; captured calls go to ``conn``."""
+        import aiohttp  # noqa: F401  -- now, not at the first call: importing takes a second
         import uvicorn
 
         from .guard import Guard, guarded_protocol
@@ -208,6 +209,7 @@ class Proxy:
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,
             date_header=False,
             timeout_keep_alive=int(limits.idle_timeout) + 1,
             timeout_graceful_shutdown=2,
@@ -367,12 +369,20 @@ class Proxy:
                     )
                     kept: list[bytes] = []
                     size = 0
-                    async for chunk in resp.content.iter_chunked(_PIECE):
-                        size += len(chunk)
-                        if size <= limit:
-                            kept.append(chunk)
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b""})
+                    if resp.content_length is not None and resp.content_length <= limit:
+                        data = await resp.read()  # the common case: one piece
+                        size = len(data)
+                        kept.append(data)
+                        await send({"type": "http.response.body", "body": data})
+                    else:
+                        async for chunk in resp.content.iter_chunked(_PIECE):
+                            size += len(chunk)
+                            if size <= limit:
+                                kept.append(chunk)
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+                        await send({"type": "http.response.body", "body": b""})
                     ex.latency = time.perf_counter() - t0
                     ex.too_large = ex.too_large or size > limit
                     ex.response_body = b"" if size > limit else b"".join(kept)

@@ -3,10 +3,11 @@ serving one ASGI app.
 
 The hot routes — `POST /v1/models/{model}/predictions`, `.../labels` and `GET /metrics` —
 are answered by `api.Api`; every other route (admin API, stats, landing page) by the Flask
-app through WSGI. Decoding, validation, ingest, the exposition and Flask all run in worker
-threads, never on the event loop, so one expensive request cannot hold up the others;
-`/healthz` and `/readyz` are answered on the loop itself. Bodies are read up to the body
-limit and no further.
+app through WSGI. Decoding, validation, ingest, the exposition and Flask run in worker
+threads, so one expensive request cannot hold up the others; only an uncompressed JSON body
+of at most `INLINE_BYTES` (a single event) is handled on the event loop, where its cost is
+bounded by its size, and `/healthz` and `/readyz` are answered there too. Bodies are read
+up to the body limit and no further.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ _INGEST = (b"predictions", b"labels")
 # connection does not reset it before the client reads the refusal.
 _LINGER_BYTES = 64 * 1024 * 1024
 _LINGER_SECONDS = 2.0
+# An uncompressed JSON body this small is handled on the event loop: its cost is bounded by
+# its size (under a millisecond even for hundreds of tiny invalid events), while a hand-off
+# to a worker thread costs 0.2-0.4 ms of CPU, a third of a single event's whole cost.
+# Everything larger, compressed or NDJSON goes to the worker threads.
+INLINE_BYTES = 2048
 # Connections asyncio accepts in one burst (also the listen backlog). Their descriptors are
 # open before the guard sees them, and an evicted one is closed a loop iteration later, so
 # the connection cap keeps two bursts of room under the open-file limit.
@@ -116,14 +122,18 @@ class ExporterApp:
             accept = _text(headers.get(b"accept-encoding"))
             return await loop.run_in_executor(self.pool, self.api.metrics, accept)
         handler = self.api.predictions if endpoint == "predictions" else self.api.labels
+        ctype = _text(headers.get(b"content-type"))
+        encoding = _text(headers.get(b"content-encoding"))
         args = (
             model,
             body,
             max(declared, self.limit + 1) if too_large else len(body),
-            _text(headers.get(b"content-type")),
-            _text(headers.get(b"content-encoding")),
+            ctype,
+            encoding,
             _query_value(scope["query_string"], "partial"),
         )
+        if len(body) <= INLINE_BYTES and encoding is None and _plain_json(ctype):
+            return self._guarded(endpoint, handler, args)
         return await loop.run_in_executor(self.pool, self._guarded, endpoint, handler, args)
 
     def _guarded(self, endpoint: str, handler: Callable[..., Reply], args: tuple) -> Reply:
@@ -202,6 +212,7 @@ def make_server(app: ExporterApp, limits: Limits, guard: Guard) -> Any:
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-For is the caller's to write, not to be trusted
         timeout_keep_alive=int(limits.idle_timeout) + 1,  # the guard closes idle ones first
         timeout_graceful_shutdown=5,
         backlog=ACCEPT_BURST,
@@ -305,6 +316,10 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
         else:
             out[k] = v
     return out
+
+
+def _plain_json(ctype: str | None) -> bool:
+    return ctype is None or ctype.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _text(value: bytes | None) -> str | None:
