@@ -367,3 +367,4 @@ class Served:
         self.service.server.should_exit = True
         self._thread.join(10)
         self.service.app.pool.shutdown(wait=False)
+        self.service.app.ingest.shutdown(wait=False)

@@ -140,6 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.server.run(sockets=[sock])
     finally:
         service.app.pool.shutdown(wait=False)
+        service.app.ingest.shutdown(wait=False)
     return 0
 
 

@@ -6,8 +6,10 @@ header or a chunk. This subclass of uvicorn's protocol adds what uvicorn lacks:
 - deadlines: the whole request head must arrive within ``header_timeout`` (from the first
   byte of a request, or from the connection's opening for its first request); a body may
   fall silent for at most ``body_timeout``; a keep-alive connection may idle for at most
-  ``idle_timeout``. A connection past its deadline is closed (with a 408 when a request was
-  under way), so a client that trickles bytes cannot hold a connection;
+  ``idle_timeout``; a client that stops reading its response (the server's send buffer
+  full) has ``body_timeout`` to resume. A connection past its deadline is closed (with a
+  408 when a request was under way), so a client that trickles bytes, or never reads,
+  cannot hold a connection;
 - a cap on open connections: at the cap, a newcomer evicts the oldest connection that has
   not yet sent a complete request head (a slow or idle client), so health checks and
   scrapes still get in during a slow-client flood; with no such connection it is refused;
@@ -40,6 +42,7 @@ CLOSE_REASONS = (
     "header_timeout",
     "body_timeout",
     "idle_timeout",
+    "send_timeout",
     "evicted",
     "refused",
     "bad_request",
@@ -78,13 +81,16 @@ class Guard:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if len(self.open) >= self.limits.max_connections:
-            victim = next((c for c in self.open if c.phase <= _HEAD), None)
+            victim = next((c for c in self.open if c.phase <= _HEAD or c.stalled), None)
             if victim is None:
                 self.count("refused")
                 return False
             self.count("evicted")
             self.forget(victim)
-            victim.transport.close()
+            if victim.stalled:
+                victim.transport.abort()
+            else:
+                victim.transport.close()
         self.open[conn] = None
         return True
 
@@ -120,6 +126,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_size = 0  # of the current request's head, from what llhttp parsed
         self._too_large = False
         self._half_closed = False  # the client sent its request and shut down its side
+        self.stalled = False  # the client does not read: the send buffer is full
 
     # -- connection ----------------------------------------------------------------------
 
@@ -144,12 +151,16 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def expire(self) -> None:
         """Called by the guard when this connection's deadline has passed."""
+        self.deadline = None
+        self.guard.forget(self)
+        if self.stalled:  # what is buffered will never be read: drop it with the connection
+            self.guard.count("send_timeout")
+            self.transport.abort()
+            return
         reason = ("idle_timeout", "header_timeout", "body_timeout", "idle_timeout")[self.phase]
         if self.phase == _WAITING and self._fresh:
             reason = "header_timeout"  # opened, and not one byte of a request within the limit
         self.guard.count(reason)
-        self.guard.forget(self)
-        self.deadline = None
         if self.phase in (_HEAD, _BODY) and not (self.cycle and self.cycle.response_started):
             self.transport.write(_plain(408, b"request not received in time\n"))
         self.transport.close()
@@ -271,6 +282,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._ended = True
         super().on_message_complete()
 
+    def pause_writing(self) -> None:
+        """The client is not reading what we send: it has ``body_timeout`` to resume."""
+        self.stalled = True
+        self.deadline = time.monotonic() + self.guard.limits.body_timeout
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.stalled = False
+        if self.phase == _APP:
+            self.deadline = None
+        elif self.phase == _WAITING:
+            self.deadline = time.monotonic() + self.guard.limits.idle_timeout
+        super().resume_writing()
+
     def on_response_complete(self) -> None:
         if self._half_closed:
             self.transport.close()
@@ -278,7 +303,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self.phase == _APP and not self.pipeline and not self.transport.is_closing():
             self.phase = _WAITING
-            self.deadline = time.monotonic() + self.guard.limits.idle_timeout
+            if not self.stalled:  # else the send deadline stands
+                self.deadline = time.monotonic() + self.guard.limits.idle_timeout
 
 
 def _plain(status: int, body: bytes) -> bytes:
