@@ -341,3 +341,66 @@ def _gzip_bomb(size: int) -> bytes:
         n += len(piece)
     out.append(c.flush())
     return b"".join(out)
+
+
+def test_the_upstream_pool_is_capped(tmp_path):
+    """Ten slow calls at once through a proxy whose pool holds two connections: the model
+    server never sees more than two connections, and every call is answered."""
+    import socketserver
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = {"open": 0, "most": 0}
+    lock = threading.Lock()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            with lock:
+                state["open"] += 1
+                state["most"] = max(state["most"], state["open"])
+            try:
+                while line := self.rfile.readline():
+                    length = 0
+                    while line not in (b"\r\n", b""):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                        line = self.rfile.readline()
+                    self.rfile.read(length)
+                    time.sleep(0.3)
+                    body = b'{"predictions": [1]}'
+                    self.wfile.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+            finally:
+                with lock:
+                    state["open"] -= 1
+
+    class Upstream(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    upstream = Upstream(("127.0.0.1", 0), Handler)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    env = make_env(tmp_path, synthetic.credit_spec(), n_train=2_000)
+    cfg = env.config_path
+    cfg.write_text(
+        cfg.read_text()
+        + f"proxy:\n  upstream: http://127.0.0.1:{upstream.server_address[1]}\n"
+        + "  max_upstream_connections: 2\n"
+    )
+    exporter = Exporter(cfg, ["--proxy.listen-address", "127.0.0.1:0"])
+    try:
+
+        def call(_: int) -> int:
+            return status_of(
+                raw_call(exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict",
+                         _proxied_body())
+            )  # fmt: skip
+
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(call, range(10)))
+        assert statuses == [200] * 10
+        assert state["most"] == 2, state
+    finally:
+        exporter.stop()
+        upstream.shutdown()
