@@ -471,6 +471,7 @@ class _Echo(BaseHTTPRequestHandler):
         text = marker.decode("latin-1")
         with self.server.lock:
             self.server.markers.append(text)
+            self.server.heads.append([(k.lower(), v) for k, v in self.headers.items()])
         out = json.dumps({"marker": text}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -486,6 +487,7 @@ class _EchoServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Echo)
         self.lock = threading.Lock()
         self.markers: list[str] = []
+        self.heads: list[list[tuple[str, str]]] = []
 
     def handle_error(self, request, client_address) -> None:
         pass  # a hostile request may leave the upstream a broken connection
@@ -513,6 +515,7 @@ def echo_proxy(echo_upstream):
     assert exporter.proxy_port is not None, exporter.log.read_text()
     with upstream.lock:
         upstream.markers.clear()
+        upstream.heads.clear()
     yield exporter, upstream
     exporter.stop()
 
@@ -594,3 +597,114 @@ def test_a_hidden_request_never_poisons_another_callers_response(echo_proxy, var
     assert not problems, f"variant {variant}:\n" + "\n".join(problems)
     log = exporter.log.read_text()
     assert "Traceback" not in log, log[log.find("Traceback") - 300 :][:3000]
+
+
+def _callers_get_their_own(port: int, upstream, tag: str, n: int = 5) -> list[str]:
+    problems = []
+    for i in range(n):
+        marker = f"{tag}-{i}"
+        status, body = _call(port, marker.encode())
+        if (status, body) != (200, json.dumps({"marker": marker}).encode()):
+            problems.append(f"caller {i} sent {marker!r} and got {status} {body[:120]!r}")
+    with upstream.lock:
+        seen = list(upstream.markers)
+    if sorted(seen) != sorted(f"{tag}-{i}" for i in range(n)):
+        problems.append(f"the upstream received {seen}")
+    return problems
+
+
+@pytest.mark.parametrize("how", ["disconnect", "part-sent", "bad-chunk", "bad-chunk-crlf"])
+def test_an_unfinished_or_refused_body_is_never_forwarded(echo_proxy, how):
+    """A body that does not arrive whole -- the caller goes away, or its chunked framing is
+    refused part-way -- is not forwarded (it would leave the pooled upstream connection
+    waiting for bytes that the next caller's request would then supply)."""
+    exporter, upstream = echo_proxy
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+    raw = {
+        "disconnect": head + b"Content-Length: 75\r\n\r\n",
+        "part-sent": head + b"Content-Length: 75\r\n\r\nPART-1",
+        "bad-chunk": head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+        "bad-chunk-crlf": head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    }[how]
+    with socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=5) as s:
+        s.sendall(raw)
+        time.sleep(0.3)
+    problems = _callers_get_their_own(exporter.proxy_port, upstream, f"after-{how}")
+    assert not problems, "\n".join(problems)
+    assert "Traceback" not in exporter.log.read_text()
+
+
+def test_trailers_never_become_headers(echo_proxy):
+    """Trailer fields of a chunked request are not headers: they never reach the upstream
+    as headers, nor replace the Host the checks saw."""
+    exporter, upstream = echo_proxy
+    raw = (
+        b"POST /echo HTTP/1.1\r\nHost: good\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n7\r\ntrailer\r\n0\r\nHost: evil\r\n"
+        b"Authorization: Bearer forged\r\nX-Model-Version: evil\r\n\r\n"
+    )
+    answer = exchange(exporter.proxy_port, raw)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    with upstream.lock:
+        (head,) = upstream.heads
+    names = dict(head)
+    assert names["host"] == "good" and "authorization" not in names, head
+    assert "x-model-version" not in names, head
+
+
+def _hostile_upstream(answer: bytes):
+    """An upstream that reads one request head (and a Content-Length body) per connection
+    and answers ``answer``."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    conn.sendall(answer)
+                    time.sleep(0.2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, stop
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+        b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+    ],
+)
+def test_an_odd_upstream_response_gets_a_clean_answer(echo_upstream, answer):
+    """Whatever the upstream answers, the caller gets a complete response: the upstream's
+    when the proxy can relay it (204/304 without a body), else a 502 `bad_response`."""
+    env, _ = echo_upstream
+    server, stop = _hostile_upstream(answer)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    exporter = Exporter(env.config_path, ["--upstream", url, "--proxy.listen-address",
+                                          "127.0.0.1:0"])  # fmt: skip
+    try:
+        got = raw_call(exporter.proxy_port, "POST", "/echo", b"x")
+        status = status_of(got)
+        if answer.split(b" ")[1] in (b"204", b"304"):
+            assert status == int(answer.split(b" ")[1]) and got.endswith(b"\r\n\r\n"), got
+        else:
+            assert status == 502 and b"bad_response" in got, got
+        assert "Traceback" not in exporter.log.read_text()
+    finally:
+        stop.set()
+        exporter.stop()
+        server.close()

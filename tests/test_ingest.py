@@ -416,3 +416,29 @@ def test_both_binning_paths_equal_searchsorted(wide_env, rows):
     for j in range(f):
         want = np.searchsorted(block.edges[j], x[:, j], side="left")
         assert (got[:, j][present[:, j]] == want[present[:, j]]).all()
+
+
+def test_many_version_names_cost_a_few_deltas(small_env, monkeypatch):
+    """A batch naming hundreds of versions is folded into the version cap before its
+    counts are computed: at most max_versions + 1 deltas, whatever the names."""
+    import mlmon.state
+
+    calls = []
+    real = mlmon.state.batch_delta
+    monkeypatch.setattr(
+        mlmon.state, "batch_delta", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    mon = small_env.monitor()
+    m = mon.models["credit-risk"]
+    n = 300
+    m.ingest_columns(
+        {
+            "features": {"age": [30] * n},
+            "prediction": [1] * n,
+            "version": [f"v{i}" for i in range(n)],
+        }
+    )
+    cap = m.limits["max_versions"]
+    assert len(calls) <= cap + 1 and len(m.state.versions) <= cap + 1
+    assert m.state.versions["__other__"].total[m.layout.events.start] == n - cap
+    assert mon.counters.limit_hits["max_versions"] == n - cap

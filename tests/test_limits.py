@@ -404,3 +404,40 @@ def test_the_upstream_pool_is_capped(tmp_path):
     finally:
         exporter.stop()
         upstream.shutdown()
+
+
+def test_a_trickled_body_cannot_lock_anyone_out(tmp_path):
+    """Connections that trickle a body a byte at a time (each byte restarting
+    body_timeout) fill the cap; a health check still gets in by evicting the oldest."""
+    env = make_env(tmp_path, synthetic.credit_spec(), n_train=2_000)
+    cfg = env.config_path
+    cfg.write_text(cfg.read_text() + "server:\n  max_connections: 16\n  body_timeout: 4s\n")
+    exporter = Exporter(cfg)
+    socks = []
+    try:
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+            s.sendall(
+                b"POST /v1/models/credit-risk/predictions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n["
+            )
+            socks.append(s)
+        for _ in range(3):
+            time.sleep(1)
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.sendall(b" ")
+            _answers_healthz(exporter)
+    finally:
+        for s in socks:
+            s.close()
+        exporter.stop()
+
+
+def _answers_healthz(exporter: Exporter) -> None:
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=2) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:100]

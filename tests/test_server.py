@@ -4,9 +4,11 @@ oversized and malformed requests get a clear 4xx, and the server keeps serving."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
+import time
 
 import pytest
 from helpers import Exporter, body_of, make_env, parse_metrics, raw_call, send_raw, status_of
@@ -167,3 +169,38 @@ def test_hostile_bytes_get_4xx_and_the_server_keeps_serving(served):
     assert {400, 431} <= seen
     assert exporter.get("/readyz").status_code == 200
     assert "Traceback" not in exporter.log.read_text()
+
+
+def test_a_body_that_does_not_arrive_whole_is_not_applied(served):
+    """An upload cut off by its sender, or whose chunked framing is refused part-way,
+    applies nothing: its events were never all there."""
+    _, exporter = served
+    rows = synthetic.without_labels(synthetic.events(synthetic.credit_spec(), 5, seed=6))
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    before = parse_metrics(exporter.get("/metrics").text)
+    path = b"/v1/models/credit-risk/predictions"
+    head = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+    cut = head + b"Content-Length: 100000\r\n\r\n" + lines[: len(lines) // 2]
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\nZZ\r\n" % (len(lines), lines)
+    for raw in (cut, chunked):
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            s.sendall(raw)
+            time.sleep(0.3)
+    after = parse_metrics(exporter.get("/metrics").text)
+    key = ("mlmon_ingest_events_total", (("model", MODEL),))
+    assert after.get(key, 0) == before.get(key, 0)
+
+
+def test_pipelining_is_bounded(served):
+    """A client that pipelines thousands of requests without reading is refused past 16
+    queued requests (400, the connection closes) instead of having thousands of requests
+    queued for it; the server keeps serving."""
+    _, exporter = served
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 5_000)
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                data += chunk
+    assert data.count(b"HTTP/1.1 200") <= 16 and b"HTTP/1.1 400" in data, data[:300]
+    assert exporter.get("/healthz").status_code == 200

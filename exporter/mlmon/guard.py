@@ -33,7 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (  # noqa: F401 -- patterns for the proxy
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    HttpToolsProtocol,
+)
 
 log = logging.getLogger("mlmon.http")
 
@@ -51,6 +55,9 @@ CLOSE_REASONS = (
 
 # RFC 9112 §3: method SP request-target SP HTTP-version, each part without spaces.
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]")
+
+# Requests a client may queue ahead of the one being answered (pipelining); more is abuse.
+MAX_PIPELINE = 16
 
 # Phases of a connection, for its deadline.
 _WAITING, _HEAD, _BODY, _APP = range(4)
@@ -81,7 +88,10 @@ class Guard:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if len(self.open) >= self.limits.max_connections:
+            # the oldest waiting for a head or not reading, else the oldest still sending a
+            # body (a trickle that resets body_timeout with every byte must not lock anyone out)
             victim = next((c for c in self.open if c.phase <= _HEAD or c.stalled), None)
+            victim = victim or next((c for c in self.open if c.phase == _BODY), None)
             if victim is None:
                 self.count("refused")
                 return False
@@ -249,6 +259,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         problem = self._invalid_head()
+        if problem is None and len(self.pipeline) >= MAX_PIPELINE:
+            problem = "too many pipelined requests"
         if problem is not None:
             # raised inside the parser's callback: httptools stops and uvicorn answers 400
             raise ValueError(problem)
@@ -256,6 +268,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self.deadline = time.monotonic() + self.guard.limits.body_timeout
         super().on_headers_complete()
+        # uvicorn appends trailer fields to the same list: the request keeps its own copy,
+        # so a trailer can never add or replace a header after the checks above
+        self.scope["headers"] = list(self.headers)
 
     def _invalid_head(self) -> str | None:
         version = self.parser.get_http_version()

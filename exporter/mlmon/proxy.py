@@ -43,7 +43,7 @@ import orjson
 
 from .capture import CAPTURE_FAILURES, PROTOCOLS, CaptureError, Capturer, Exchange, classify
 from .config import ProxySettings, split_address
-from .guard import CLOSE_REASONS
+from .guard import CLOSE_REASONS, HEADER_RE, HEADER_VALUE_RE
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -58,7 +58,7 @@ CAPTURE_DELAY_SECONDS = 0.05
 SWITCH_INTERVAL_SECONDS = 0.0002
 _PIECE = 64 * 1024
 # Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction; `expect` is
-# answered by the proxy's own server and `host` is set from the upstream address.
+# answered by the proxy's own server. `Host` is forwarded as the caller sent it.
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -154,6 +154,17 @@ class ProxyStats:
             "queue_length": float(self._queue[1]),
             "connections_closed": dict(zip(CLOSE_REASONS, self._closed.tolist(), strict=True)),
         }
+
+
+# What uvicorn refuses to write in a response header (its own patterns): checked before a
+# response starts, so an upstream's bad header becomes a 502, not a cut connection.
+_BAD_NAME = HEADER_RE.search
+_BAD_VALUE = HEADER_VALUE_RE.search
+
+
+class _Aborted(Exception):
+    """The caller's request body did not arrive whole (a disconnect, or framing that the
+    parser refused part-way): the request must not be forwarded."""
 
 
 class _UpstreamError(Exception):
@@ -311,7 +322,12 @@ class Proxy:
             protocol, model_key, path_version, started, request_headers=_kept(scope["headers"])
         )
         limit = self.settings.max_capture_bytes
-        body, rest = await _read_up_to(receive, limit)
+        try:
+            body, rest = await _read_up_to(receive, limit)
+        except _Aborted:
+            return  # the caller went away, or its body was refused: nothing is forwarded
+        if rest is None:  # buffered: aiohttp states the length of what is actually sent
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         ex.request_body, ex.too_large = (body, False) if rest is None else (b"", True)
         try:
             status = await self._forward(method, target, headers, body, rest, send, ex)
@@ -360,16 +376,27 @@ class Proxy:
                     method, url, headers=headers, data=data, allow_redirects=False,
                     compress=None, chunked=None,
                 ) as resp:  # fmt: skip
+                    bodiless = resp.status in (204, 304) or method == "HEAD"
                     out = [
-                        (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _HOP_BY_HOP
+                        (k.lower(), v)
+                        for k, v in resp.raw_headers
+                        if k.lower() not in _HOP_BY_HOP
+                        and not (bodiless and k.lower() == b"content-length")
                     ]
-                    ex.status = -1  # from here on, a failure cuts the response
+                    if not 200 <= resp.status <= 599:  # 1xx are consumed by aiohttp; no 101
+                        raise _UpstreamError("bad_response", f"status {resp.status} from upstream")
+                    if any(_BAD_NAME(k) or _BAD_VALUE(v) for k, v in out):
+                        # a header the caller's side would refuse to write
+                        raise _UpstreamError("bad_response", "an invalid header from upstream")
                     await send(
                         {"type": "http.response.start", "status": resp.status, "headers": out}
                     )
+                    ex.status = -1  # from here on, a failure cuts the response
                     kept: list[bytes] = []
                     size = 0
-                    if resp.content_length is not None and resp.content_length <= limit:
+                    if bodiless:
+                        await send({"type": "http.response.body", "body": b""})
+                    elif resp.content_length is not None and resp.content_length <= limit:
                         data = await resp.read()  # the common case: one piece
                         size = len(data)
                         kept.append(data)
@@ -458,7 +485,7 @@ async def _read_up_to(receive: Any, limit: int) -> tuple[bytes, Any]:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(parts), None
+            raise _Aborted
         chunk = message.get("body", b"")
         parts.append(chunk)
         size += len(chunk)

@@ -75,6 +75,8 @@ class ExporterApp:
         # refused before the client sends it: nothing to drain afterwards
         unsent = declared > self.limit and headers.get(b"expect", b"").lower() == b"100-continue"
         body, too_large = await _read_body(receive, self.limit, declared)
+        if body is None:
+            return  # the body did not arrive whole (a disconnect, or refused framing)
         route = _route(method, raw_path)
         if route is not None:
             reply = await self._hot(route, headers, body, scope, declared, too_large)
@@ -263,9 +265,10 @@ def effective_limits(limits: Limits, reserve: int = 100) -> Limits:
     return replace(limits, max_connections=min(limits.max_connections, cap))
 
 
-async def _read_body(receive: Receive, limit: int, declared: int) -> tuple[bytes, bool]:
+async def _read_body(receive: Receive, limit: int, declared: int) -> tuple[bytes | None, bool]:
     """The request body, or (b"", True) once it is known to exceed ``limit`` (by its
-    Content-Length, or as it grows); then it is not read further."""
+    Content-Length, or as it grows; then it is not read further), or (None, False) when it
+    did not arrive whole: nothing of it may be applied."""
     if declared > limit:
         return b"", True
     parts: list[bytes] = []
@@ -273,7 +276,7 @@ async def _read_body(receive: Receive, limit: int, declared: int) -> tuple[bytes
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(parts), False  # the client went away
+            return None, False  # the client went away, or the parser refused the framing
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -374,7 +374,8 @@ class ModelState:
         if vs is not None:
             return vs
         if len(self.versions) >= self.max_versions:
-            self.on_limit("max_versions")
+            if name != OTHER_VERSION:  # a name folded before it got here was counted then
+                self.on_limit("max_versions")
             # Retire the longest-idle version if its window has emptied; otherwise fold the
             # newcomer into __other__ so that a flood of versions cannot grow the series.
             idle = min(
@@ -397,8 +398,9 @@ class ModelState:
         now = self.clock()
         head = self._head(now)
         groups: dict[str, list[int]] = {}
+        names = self._folded(batch.versions)
         for i, v in enumerate(batch.versions):
-            groups.setdefault(v, []).append(i)
+            groups.setdefault(names[v], []).append(i)
         # The deltas are computed outside the lock; only the additions hold it.
         deltas = []
         for version, rows in groups.items():
@@ -409,6 +411,31 @@ class ModelState:
                 vs.advance(head)
             for version, d, fd in deltas:
                 self._version(version, now).add(d, fd, now)
+
+    def _folded(self, versions: list[str]) -> dict[str, str]:
+        """Each distinct version name of a batch, or __other__ where the cap will fold it:
+        a batch of many new names costs a few deltas, not one per name. (`_version` makes
+        the final choice, which may also retire an idle version.)"""
+        now = self.clock()
+        with self.lock:
+            known = set(self.versions)
+            idle = sum(
+                1
+                for k, vs in self.versions.items()
+                if k != OTHER_VERSION and now - vs.last_update > self.slice_seconds * self.slices
+            )
+        room = self.max_versions - len(known) + idle
+        out = {}
+        for v in dict.fromkeys(versions):
+            if v in known:
+                out[v] = v
+            elif room > 0:
+                out[v] = v
+                room -= 1
+            else:
+                out[v] = OTHER_VERSION
+                self.on_limit("max_versions")
+        return out
 
     def add(self, version: str, delta: np.ndarray, fdelta: np.ndarray) -> None:
         """Add increments (joined labels) to a version's current slice."""
