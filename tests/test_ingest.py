@@ -442,3 +442,19 @@ def test_many_version_names_cost_a_few_deltas(small_env, monkeypatch):
     assert len(calls) <= cap + 1 and len(m.state.versions) <= cap + 1
     assert m.state.versions["__other__"].total[m.layout.events.start] == n - cap
     assert mon.counters.limit_hits["max_versions"] == n - cap
+
+
+def test_gunzip_reads_every_member_and_refuses_what_is_no_gzip():
+    """The bounded decompressor reads what `gzip.decompress` reads (several members), and
+    refuses trailing bytes, truncation and output past the limit."""
+    from mlmon.events import BadRequest, gunzip
+
+    a, b = gzip.compress(b'{"x": '), gzip.compress(b"1}")
+    assert gunzip(a + b, 100) == gzip.decompress(a + b) == b'{"x": 1}'
+    for bad, status in ((a + b"garbage", 400), (a[:-3], 400), (b"", 400)):
+        with pytest.raises(BadRequest) as e:
+            gunzip(bad, 100)
+        assert e.value.status == status and e.value.reason == "malformed_body"
+    with pytest.raises(BadRequest) as e:
+        gunzip(gzip.compress(b" " * 101), 100)
+    assert e.value.status == 413

@@ -197,28 +197,37 @@ def test_a_silent_body_and_an_idle_connection_are_closed(guarded):
             assert 1.5 < time.monotonic() - t0 < 2 + 2, "idle_timeout is 2 s"
 
 
-def test_a_client_that_stops_reading_is_dropped(guarded):
-    """Pipelined scrapes whose answers are never read fill the server's send buffer; the
-    connection is dropped body_timeout (2 s) later and counted as send_timeout."""
-    exporter = guarded
-    before = parse_metrics(exporter.get("/metrics").text)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", exporter.port))
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+def test_a_client_that_stops_reading_is_dropped(tmp_path):
+    """Pipelined scrapes (15 of ~400 KB each) whose answers are never read fill the
+    server's send buffer; the connection is dropped body_timeout (2 s) later and counted
+    as send_timeout."""
+    spec = synthetic.wide_spec(n_numeric=150)
+    env = make_env(tmp_path, spec, n_train=2_000)
+    cfg = env.config_path
+    cfg.write_text(cfg.read_text() + "server:\n  body_timeout: 2s\n")
+    exporter = Exporter(cfg)
+    try:
+        exporter.post(MODEL, synthetic.without_labels(synthetic.events(spec, 20, seed=2)))
+        before = parse_metrics(exporter.get("/metrics").text)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", exporter.port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 15)
 
-    def dropped() -> bool:
-        m = parse_metrics(exporter.get("/metrics").text)
-        key = ("mlmon_http_connections_closed_total", (("reason", "send_timeout"),
-                                                       ("server", "exporter")))  # fmt: skip
-        return m.get(key, 0) - before.get(key, 0) == 1
+        def dropped() -> bool:
+            m = parse_metrics(exporter.get("/metrics").text)
+            key = ("mlmon_http_connections_closed_total", (("reason", "send_timeout"),
+                                                           ("server", "exporter")))  # fmt: skip
+            return m.get(key, 0) - before.get(key, 0) == 1
 
-    wait_until(dropped, 10, "the stalled connection to be dropped")
-    s.settimeout(5)
-    with contextlib.suppress(ConnectionResetError):
-        while s.recv(1 << 20):  # what was in flight, then the end of the connection
-            pass
-    s.close()
+        wait_until(dropped, 15, "the stalled connection to be dropped")
+        s.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            while s.recv(1 << 20):  # what was in flight, then the end of the connection
+                pass
+        s.close()
+    finally:
+        exporter.stop()
 
 
 def _healthz_delays(port: int, stop: threading.Event, out: list[float]) -> None:

@@ -59,20 +59,30 @@ class BadRequest(Exception):
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """A gzip body decompressed, refused (413) as soon as it grows past ``limit`` bytes: a
-    small bomb costs at most ``limit`` bytes of memory and the CPU to produce them."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """A gzip body decompressed (every member, as `gzip.decompress` reads them), refused
+    (413) as soon as it grows past ``limit`` bytes: a small bomb costs at most ``limit``
+    bytes of memory and the CPU to produce them. Trailing bytes that are no gzip member are
+    an error, not silently dropped."""
+    out = bytearray()
+    data = body
     try:
-        out = d.decompress(body, limit + 1)
-        if not d.eof and len(out) <= limit:
-            raise zlib.error("the gzip stream is truncated")
+        while True:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += d.decompress(data, limit + 1 - len(out))
+            if len(out) > limit:
+                break
+            if not d.eof:
+                raise zlib.error("the gzip stream is truncated")
+            data = d.unused_data
+            if not data:
+                break
     except zlib.error as e:
         raise BadRequest(400, "malformed_body", f"invalid gzip body: {e}") from None
     if len(out) > limit:
         raise BadRequest(
             413, "body_too_large", f"decompressed body exceeds the limit of {limit} bytes"
         )
-    return out
+    return bytes(out)
 
 
 def decode_json(body: bytes) -> Any:

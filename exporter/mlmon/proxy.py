@@ -297,8 +297,11 @@ class Proxy:
             return
         if scope["raw_path"] == b"*":
             # OPTIONS * asks about the server itself (RFC 9110 §9.3.7); the proxy answers it,
-            # as it has no target to forward to
-            await _reply(send, 200, b"", False, None)
+            # as it has no target to forward to. The asterisk form is OPTIONS' alone.
+            if scope["method"] == "OPTIONS":
+                await _reply(send, 200, b"", False, None)
+            else:
+                await _reply(send, 400, b'{"error": "mlmon proxy: * is for OPTIONS"}\n', True)
             return
         try:
             await self._proxy(scope, receive, send)
