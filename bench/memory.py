@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 import requests
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

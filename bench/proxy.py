@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -7,7 +7,7 @@ of mlmon's: the server's own cost), against:
 
   mlmon          the real `mlmon serve` (uvicorn + httptools behind mlmon's guard,
                  serving `ExporterApp`), unchanged
-  aiohttp-web    aiohttp.web calling the same `mlmon.api.Api` methods in a thread pool
+  aiohttp-web    aiohttp.web calling the same `mlmon.http.api.Api` methods in a thread pool
   uvicorn-h11    `ExporterApp` on uvicorn with h11 (no guard: it subclasses the httptools
                  protocol)
 
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,7 +72,7 @@ PROXY_ON = r"proxy on http://127\.0\.0\.1:(\d+)/"
 
 def _listen() -> tuple[socket.socket, int]:
     """A listening socket on 127.0.0.1 whose connections have TCP_NODELAY, as mlmon's own
-    (`mlmon.server.listen`): uvicorn writes a response's head and body separately, and
+    (`mlmon.http.server.listen`): uvicorn writes a response's head and body separately, and
     asyncio leaves Nagle's algorithm on for sockets from `socket.create_server`."""
     sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -80,17 +80,17 @@ def _listen() -> tuple[socket.socket, int]:
 
 
 def serve_aiohttp_exporter(config: str) -> None:
-    """aiohttp.web answering the hot routes with `mlmon.api.Api`, built as `cmd_serve`
+    """aiohttp.web answering the hot routes with `mlmon.http.api.Api`, built as `cmd_serve`
     builds it; the work runs in a pool of `server.threads` threads, as in `ExporterApp`."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     from aiohttp import web
-    from mlmon.api import Api, Reply, json_reply
-    from mlmon.auth import load_tokens
     from mlmon.cli import build_exposition
-    from mlmon.config import load_config
-    from mlmon.monitor import Monitor
+    from mlmon.core.config import load_config
+    from mlmon.core.monitor import Monitor
+    from mlmon.http.api import Api, Reply, json_reply
+    from mlmon.http.auth import load_tokens
 
     cfg = load_config(config)
     monitor = Monitor(cfg)
@@ -156,13 +156,13 @@ def serve_uvicorn_exporter(config: str, http: str) -> None:
     import logging
 
     import uvicorn
-    from mlmon.api import Api
-    from mlmon.auth import load_tokens
     from mlmon.cli import build_exposition
-    from mlmon.config import load_config
-    from mlmon.monitor import Monitor
-    from mlmon.server import ExporterApp
-    from mlmon.web import create_app
+    from mlmon.core.config import load_config
+    from mlmon.core.monitor import Monitor
+    from mlmon.http.api import Api
+    from mlmon.http.auth import load_tokens
+    from mlmon.http.server import ExporterApp
+    from mlmon.http.web import create_app
 
     cfg = load_config(config)
     monitor = Monitor(cfg)
@@ -187,15 +187,16 @@ class Forwarder:
     headers less hop-by-hop ones and body back. No capture, no streaming."""
 
     def __init__(self, upstream: str) -> None:
-        from mlmon.config import ProxySettings
-        from mlmon.proxy import Proxy, ProxyStats
+        from mlmon.capture.counters import ProxyStats
+        from mlmon.capture.proxy import Proxy
+        from mlmon.core.config import ProxySettings
 
         self.proxy = Proxy(ProxySettings(upstream=upstream, model=MODEL), ProxyStats())
 
     async def __call__(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        from mlmon.proxy import _HOP_BY_HOP, _forwarded
+        from mlmon.capture.proxy import _HOP_BY_HOP, _forwarded
         from yarl import URL
 
         url = URL(self.proxy.base + target.decode("latin-1"), encoded=True)
@@ -233,7 +234,7 @@ def serve_uvicorn_proxy(upstream: str) -> None:
     import logging
 
     import uvicorn
-    from mlmon.guard import Guard, Limits, guarded_protocol
+    from mlmon.http.guard import Guard, Limits, guarded_protocol
 
     forward = Forwarder(upstream)
 

@@ -25,7 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 from bench.suite import MODEL, Exporter, columnar_bodies, setup, spec
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import orjson
 import yaml
-from mlmon import synthetic
-from mlmon.baseline import build_profile, read_training_data, write_profile
-from mlmon.config import load_config
+from mlmon.core.baseline import build_profile, read_training_data, write_profile
+from mlmon.core.config import load_config
+from mlmon.demo import synthetic
 
 MODEL = "bench"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -85,7 +85,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def naive_events_per_second(cfg: Path, events: list[dict], runs: int) -> dict[str, float]:
     """prometheus_client's Histogram.observe() per numeric feature and Counter.inc() per
     categorical feature, per event, in-process, no HTTP, no parsing."""
-    from mlmon.baseline import load_profile
+    from mlmon.core.baseline import load_profile
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
     profile = load_profile(load_config(cfg).models[0].baseline)
@@ -253,7 +253,7 @@ def scrape(target_series: int, runs: int) -> dict[str, Any]:
     import gzip
 
     from mlmon.cli import build_exposition
-    from mlmon.monitor import Monitor
+    from mlmon.core.monitor import Monitor
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -309,8 +309,8 @@ def scrape(target_series: int, runs: int) -> dict[str, Any]:
 def drift(runs: int) -> dict[str, Any]:
     """All windowed tests for 50 features (binned) against scipy's ks_2samp per feature on
     the raw windows of the same data (10,000 values each side)."""
-    from mlmon.monitor import Monitor
-    from mlmon.state import Layout
+    from mlmon.core.monitor import Monitor
+    from mlmon.core.state import Layout
     from scipy.stats import ks_2samp
 
     with tempfile.TemporaryDirectory() as d:

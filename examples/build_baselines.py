@@ -8,9 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlmon import synthetic
-from mlmon.baseline import build_profile, dumps, read_training_data
-from mlmon.config import load_config
+from mlmon.core.baseline import build_profile, dumps, read_training_data
+from mlmon.core.config import load_config
+from mlmon.demo import synthetic
 
 HERE = Path(__file__).resolve().parent
 TRAINING_ROWS = 20_000

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Env, Served, make_env
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 
 @pytest.fixture(scope="session")

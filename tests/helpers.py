@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlmon import synthetic
-from mlmon.api import Api
-from mlmon.auth import Tokens
-from mlmon.baseline import build_profile, read_training_data, write_profile
 from mlmon.cli import build_exposition
-from mlmon.config import Config, load_config
-from mlmon.monitor import Monitor
-from mlmon.web import create_app
+from mlmon.core.baseline import build_profile, read_training_data, write_profile
+from mlmon.core.config import Config, load_config
+from mlmon.core.monitor import Monitor
+from mlmon.demo import synthetic
+from mlmon.http.api import Api
+from mlmon.http.auth import Tokens
+from mlmon.http.web import create_app
 
 
 class FakeClock:
@@ -351,7 +351,7 @@ class Served:
         self.service = build_service(config, clock=clock, tokens=tokens)
         self.monitor = self.service.monitor
         self.registry = self.service.registry
-        from mlmon.server import listen
+        from mlmon.http.server import listen
 
         sock = listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]

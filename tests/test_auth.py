@@ -7,9 +7,9 @@ import logging
 
 import pytest
 import yaml
-from mlmon import synthetic
-from mlmon.auth import Tokens, fingerprint, load_tokens
-from mlmon.config import ConfigError, load_config
+from mlmon.core.config import ConfigError, load_config
+from mlmon.demo import synthetic
+from mlmon.http.auth import Tokens, fingerprint, load_tokens
 
 URL = "/v1/models/credit-risk"
 ADMIN, INGEST, METRICS = "admin-s3cret-token", "ingest-token", "metrics-token"
@@ -176,7 +176,7 @@ def test_reload_keeps_unchanged_models_and_needs_the_token(small_env, tmp_path, 
 def test_rebaseline_from_the_window_and_restore(small_env, tmp_path, serve):
     import shutil
 
-    from mlmon.monitor import Monitor
+    from mlmon.core.monitor import Monitor
 
     doc = yaml.safe_load(small_env.config_path.read_text())
     base = tmp_path / "baseline.json"

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlmon import baseline, synthetic
-from mlmon.baseline import BaselineError, build_profile, dumps, load_profile, read_training_data
-from mlmon.config import parse_config
+from mlmon.core import baseline
+from mlmon.core.baseline import (
+    BaselineError,
+    build_profile,
+    dumps,
+    load_profile,
+    read_training_data,
+)
+from mlmon.core.config import parse_config
+from mlmon.demo import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from mlmon.capture import CaptureError, Capturer, Exchange, classify
-from mlmon.config import GenericSettings, ProxySettings, RouteSettings, load_config
-from mlmon.monitor import Monitor
+from mlmon.capture.protocols import CaptureError, Capturer, Exchange, classify
+from mlmon.core.config import GenericSettings, ProxySettings, RouteSettings, load_config
+from mlmon.core.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMERIC = ["age", "income", "debt_ratio", "credit_lines", "months_employed"]
@@ -317,7 +317,7 @@ _responses = st.one_of(
     status=st.sampled_from([200, 200, 200, 400, 500]),
 )
 def test_any_payload_gives_events_or_a_reason(capturer, protocol, req, resp, status):
-    from mlmon.capture import CAPTURE_FAILURES
+    from mlmon.capture.protocols import CAPTURE_FAILURES
 
     mon = _fuzz_monitor()
     try:

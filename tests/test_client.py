@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from helpers import Exporter, free_port, parse_metrics, wait_until
-from mlmon import synthetic
-from mlmon.client import Client
+from mlmon.capture.client import Client
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 MODEL = "credit-risk"

@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 from helpers import FakeClock, require_binary
-from mlmon import synthetic
-from mlmon.config import THRESHOLDS
+from mlmon.core.config import THRESHOLDS
+from mlmon.demo import synthetic
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -198,8 +198,8 @@ def test_the_fast_renderer_writes_what_the_client_library_writes(tmp_path):
     import subprocess
 
     from helpers import require_binary
+    from mlmon.capture.counters import ProxyStats
     from mlmon.cli import build_exposition
-    from mlmon.proxy import ProxyStats
     from test_docs import loaded_monitors
 
     stats = ProxyStats()
@@ -223,7 +223,7 @@ def test_the_fast_renderer_writes_what_the_client_library_writes(tmp_path):
 
 
 def test_renderer_escapes_and_formats_like_the_exposition_format():
-    from mlmon.exposition import Family, Renderer, go_float
+    from mlmon.metrics.exposition import Family, Renderer, go_float
     from prometheus_client.utils import floatToGoString
 
     fam = Family("x_info", 'a "help" with \\ and\nnewline', "gauge", ["a"])

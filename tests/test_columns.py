@@ -9,8 +9,8 @@ import pytest
 from helpers import FakeClock, make_env, parse_metrics
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlmon import synthetic
-from mlmon.events import BadRequest
+from mlmon.core.events import BadRequest
+from mlmon.demo import synthetic
 from test_ingest import fingerprint, same_state
 
 ATTR = "gender"

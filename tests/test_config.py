@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlmon.config import THRESHOLDS, ConfigError, load_config, parse_config, parse_duration
+from mlmon.core.config import THRESHOLDS, ConfigError, load_config, parse_config, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ def test_unreadable_and_invalid_yaml(tmp_path):
 
 
 def test_example_config_loads_with_its_baselines():
-    from mlmon.monitor import Monitor
+    from mlmon.core.monitor import Monitor
 
     cfg = load_config(ROOT / "examples" / "mlmon.yml")
     mon = Monitor(cfg)

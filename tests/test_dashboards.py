@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import require_binary, wait_until
-from mlmon import demo, stack
 from mlmon.cli import build_registry
+from mlmon.demo import runner as demo
+from mlmon.demo import stack
 from test_docs import loaded_monitors
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mlmon import synthetic
-from mlmon.capture import CAPTURE_FAILURES, PROTOCOLS
+from mlmon.capture.counters import UPSTREAM_FAILURES, ProxyStats
+from mlmon.capture.protocols import CAPTURE_FAILURES, PROTOCOLS
 from mlmon.cli import build_registry
-from mlmon.config import LIMIT_DEFAULTS, THRESHOLDS, ProxySettings, load_config
-from mlmon.events import REJECT_REASONS
-from mlmon.monitor import Monitor
-from mlmon.proxy import UPSTREAM_FAILURES, ProxyStats
+from mlmon.core.config import LIMIT_DEFAULTS, THRESHOLDS, ProxySettings, load_config
+from mlmon.core.events import REJECT_REASONS
+from mlmon.core.monitor import Monitor
+from mlmon.demo import synthetic
 from test_tasks import _monitor, _rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_every_proxy_setting_is_in_the_readme():
 def test_every_server_setting_is_in_the_readme():
     import dataclasses
 
-    from mlmon.config import ServerSettings
+    from mlmon.core.config import ServerSettings
 
     for f in dataclasses.fields(ServerSettings):
         key = f.name.removesuffix("_seconds")

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 from helpers import Exporter
-from mlmon import synthetic
-from mlmon.stats import PSI_EPSILON
+from mlmon.demo import synthetic
+from mlmon.stats.divergences import PSI_EPSILON
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import special
 from scipy import stats as st

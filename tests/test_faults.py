@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from helpers import Exporter, parse_metrics, require_binary, wait_until
-from mlmon import stack, synthetic
-from mlmon.sinks import SmtpSink, WebhookSink
+from mlmon.demo import stack, synthetic
+from mlmon.demo.sinks import SmtpSink, WebhookSink
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "credit-risk"

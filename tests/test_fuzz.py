@@ -11,8 +11,8 @@ import numpy as np
 from helpers import Served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlmon.auth import Tokens
-from mlmon.state import Layout
+from mlmon.core.state import Layout
+from mlmon.http.auth import Tokens
 from test_ingest import fingerprint, same_state
 
 URL = "/v1/models/credit-risk"
@@ -212,7 +212,7 @@ def test_fuzz_config_only_raises_config_errors(doc):
     """Any document is either a valid config or a ConfigError listing its problems."""
     from pathlib import Path
 
-    from mlmon.config import ConfigError, parse_config
+    from mlmon.core.config import ConfigError, parse_config
 
     try:
         parse_config(doc, Path("/nonexistent"))

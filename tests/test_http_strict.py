@@ -25,7 +25,7 @@ import httptools
 import pytest
 import tfserving
 from helpers import Exporter, make_env, raw_call, status_of
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 

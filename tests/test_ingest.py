@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 from helpers import FakeClock
-from mlmon import synthetic
-from mlmon.state import Layout
+from mlmon.core.state import Layout
+from mlmon.demo import synthetic
 
 URL = "/v1/models/credit-risk/predictions"
 
@@ -177,7 +177,7 @@ def test_unknown_model_is_404_and_creates_no_series(api):
 
 def test_oversized_body_and_batch_are_413(small_env, serve):
     import yaml
-    from mlmon.config import load_config
+    from mlmon.core.config import load_config
 
     doc = yaml.safe_load(small_env.config_path.read_text())
     doc["limits"] = {"max_body_bytes": 4096, "max_batch_events": 5}
@@ -314,8 +314,8 @@ def test_failed_inference_counts_in_service_metrics_only(api):
 
 def test_versions_beyond_the_cap_fold_into_other(small_env):
     import yaml
-    from mlmon.config import load_config
-    from mlmon.monitor import Monitor
+    from mlmon.core.config import load_config
+    from mlmon.core.monitor import Monitor
 
     doc = yaml.safe_load(small_env.config_path.read_text())
     doc["limits"] = {"max_versions": 3}
@@ -421,12 +421,12 @@ def test_both_binning_paths_equal_searchsorted(wide_env, rows):
 def test_many_version_names_cost_a_few_deltas(small_env, monkeypatch):
     """A batch naming hundreds of versions is folded into the version cap before its
     counts are computed: at most max_versions + 1 deltas, whatever the names."""
-    import mlmon.state
+    import mlmon.core.state
 
     calls = []
-    real = mlmon.state.batch_delta
+    real = mlmon.core.state.batch_delta
     monkeypatch.setattr(
-        mlmon.state, "batch_delta", lambda *a, **k: calls.append(1) or real(*a, **k)
+        mlmon.core.state, "batch_delta", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     mon = small_env.monitor()
     m = mon.models["credit-risk"]
@@ -447,7 +447,7 @@ def test_many_version_names_cost_a_few_deltas(small_env, monkeypatch):
 def test_gunzip_reads_every_member_and_refuses_what_is_no_gzip():
     """The bounded decompressor reads what `gzip.decompress` reads (several members), and
     refuses trailing bytes, truncation and output past the limit."""
-    from mlmon.events import BadRequest, gunzip
+    from mlmon.core.events import BadRequest, gunzip
 
     a, b = gzip.compress(b'{"x": '), gzip.compress(b"1}")
     assert gunzip(a + b, 100) == gzip.decompress(a + b) == b'{"x": 1}'

@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from helpers import require_binary
-from mlmon.config import load_config, split_address
-from mlmon.monitor import Monitor
+from mlmon.core.config import load_config, split_address
+from mlmon.core.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"

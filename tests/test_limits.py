@@ -16,7 +16,7 @@ import time
 import pytest
 import tfserving
 from helpers import Exporter, make_env, parse_metrics, raw_call, status_of, wait_until
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import yaml
 from helpers import FakeClock, make_env
-from mlmon import performance as perf
-from mlmon import synthetic
-from mlmon.baseline import SCORE_EDGES
 from mlmon.cli import build_registry
-from mlmon.config import load_config
-from mlmon.monitor import Monitor
+from mlmon.core.baseline import SCORE_EDGES
+from mlmon.core.config import load_config
+from mlmon.core.monitor import Monitor
+from mlmon.demo import synthetic
+from mlmon.stats import performance as perf
 from scipy import stats as st
 from sklearn import metrics as skm
 

@@ -24,7 +24,7 @@ from helpers import (
     status_of,
     wait_until,
 )
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 
@@ -380,8 +380,16 @@ def test_the_proxy_lives_and_dies_with_the_exporter(tmp_path):
         os.kill(exporter.proc.pid, signal.SIGKILL)
         exporter.proc.wait(10)
         wait_until(lambda: not _alive(child), 10, "the proxy process to exit")
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", exporter.proxy_port), timeout=2).close()
+        port = exporter.proxy_port
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except OSError:
+                return True
+            return False
+
+        wait_until(refused, 10, "the dead proxy's port to refuse connections")
 
         snapshots = tmp_path / "snapshots"
         cfg = env.config_path

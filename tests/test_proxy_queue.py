@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import threading
 
-from mlmon.capture import Exchange
-from mlmon.config import ProxySettings
-from mlmon.proxy import Proxy, ProxyStats
+from mlmon.capture.counters import ProxyStats
+from mlmon.capture.protocols import Exchange
+from mlmon.capture.proxy import Proxy
+from mlmon.core.config import ProxySettings
 
 MB = 1024 * 1024
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from helpers import Exporter, free_port, make_env, parse_metrics, raw_call, wait_until
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 

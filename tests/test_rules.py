@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import require_binary
-from mlmon.config import THRESHOLDS, DriftSettings
+from mlmon.core.config import THRESHOLDS, DriftSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules"

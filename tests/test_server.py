@@ -12,7 +12,7 @@ import time
 
 import pytest
 from helpers import Exporter, body_of, make_env, parse_metrics, raw_call, send_raw, status_of
-from mlmon import synthetic
+from mlmon.demo import synthetic
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 from helpers import Exporter, parse_metrics, wait_until
-from mlmon import synthetic
-from mlmon.config import load_config
-from mlmon.monitor import Monitor
+from mlmon.core.config import load_config
+from mlmon.core.monitor import Monitor
+from mlmon.demo import synthetic
 
 MODEL = "credit-risk"
 

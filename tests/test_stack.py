@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import Env, Exporter, parse_metrics, require_binary, wait_until
-from mlmon import stack, synthetic
-from mlmon.sinks import SmtpSink, WebhookSink
+from mlmon.demo import stack, synthetic
+from mlmon.demo.sinks import SmtpSink, WebhookSink
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "credit-risk"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlmon import stats
+from mlmon.stats import divergences as stats
 from scipy import special
 from scipy import stats as st
 from scipy.spatial.distance import jensenshannon

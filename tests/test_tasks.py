@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import yaml
-from mlmon.baseline import build_profile, read_training_data, write_profile
 from mlmon.cli import build_registry
-from mlmon.config import load_config
-from mlmon.monitor import Monitor
+from mlmon.core.baseline import build_profile, read_training_data, write_profile
+from mlmon.core.config import load_config
+from mlmon.core.monitor import Monitor
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats as st
@@ -130,7 +130,7 @@ def test_multiclass_tracks_classes_and_top_score(tmp_path):
 
 def test_too_many_classes_are_refused(tmp_path):
     import pytest as _pytest
-    from mlmon.config import ConfigError
+    from mlmon.core.config import ConfigError
 
     mon_dir = tmp_path / "mc"
     mon_dir.mkdir()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .baseline import BaselineError, build_profile, read_training_data, write_profile
-from .config import ConfigError, load_config, split_address
+from mlmon import __version__
+from mlmon.core.baseline import BaselineError, build_profile, read_training_data, write_profile
+from mlmon.core.config import ConfigError, load_config, split_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from .auth import Tokens
-    from .config import Config
-    from .monitor import Monitor
-    from .proxy import ProxyStats
-    from .server import ExporterApp
+    from mlmon.capture.counters import ProxyStats
+    from mlmon.core.config import Config
+    from mlmon.core.monitor import Monitor
+    from mlmon.http.auth import Tokens
+    from mlmon.http.server import ExporterApp
 
 log = logging.getLogger("mlmon")
 
@@ -39,8 +39,8 @@ def build_exposition(
     the same text that /metrics serves."""
     from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-    from .collector import MlmonCollector
-    from .exposition import Renderer
+    from mlmon.metrics.collector import MlmonCollector
+    from mlmon.metrics.exposition import Renderer
 
     collector = MlmonCollector(monitor, proxy)
     registry = CollectorRegistry(auto_describe=False)
@@ -77,13 +77,13 @@ def build_service(
 ) -> Service:
     """The exporter for ``cfg``; tokens from the config's files or the environment unless
     given."""
-    from .api import Api
-    from .auth import load_tokens
-    from .guard import Guard
-    from .monitor import Monitor
-    from .proxy import ProxyStats
-    from .server import ExporterApp, effective_limits, limits_of, make_server
-    from .web import create_app
+    from mlmon.capture.counters import ProxyStats
+    from mlmon.core.monitor import Monitor
+    from mlmon.http.api import Api
+    from mlmon.http.auth import load_tokens
+    from mlmon.http.guard import Guard
+    from mlmon.http.server import ExporterApp, effective_limits, limits_of, make_server
+    from mlmon.http.web import create_app
 
     monitor = Monitor(cfg, clock=clock) if clock is not None else Monitor(cfg)
     proxy_stats = ProxyStats() if cfg.proxy is not None else None
@@ -109,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = build_service(cfg)
     monitor = service.monitor
     if cfg.proxy is not None and service.proxy_stats is not None:  # logged before `serving`
-        from .proxy import ProxyProcess
+        from mlmon.capture.proxy import ProxyProcess
 
         proxy_port = ProxyProcess(cfg.proxy, monitor, service.proxy_stats).start()
         phost, _ = split_address(cfg.proxy.listen_address)
@@ -147,14 +147,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def bind(address: str) -> socket.socket:
     """A listening socket on HOST:PORT, bound here so that port 0 works (the log line
     says which port was chosen)."""
-    from .server import listen
+    from mlmon.http.server import listen
 
     return listen(*split_address(address))
 
 
 def _with_proxy(cfg: Config, upstream: str | None, listen: str | None) -> Config:
     """The config with the proxy flags applied (a proxy section is created if needed)."""
-    from .config import ProxySettings, upstream_address
+    from mlmon.core.config import ProxySettings, upstream_address
 
     proxy = cfg.proxy
     if proxy is None:
@@ -201,7 +201,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .monitor import Monitor
+    from mlmon.core.monitor import Monitor
 
     cfg = load_config(args.config)
     Monitor(cfg)
@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
-        from . import demo
+        from mlmon.demo import runner as demo
 
         return demo.main(argv[1:])
     args = parser().parse_args(argv)

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from . import drift, evaluation, rebaseline, snapshot
-from .baseline import OTHER, BaselineError, load_profile
-from .config import (
+from mlmon.core import rebaseline, snapshot
+from mlmon.core.baseline import OTHER, BaselineError, load_profile
+from mlmon.core.config import (
+    CLOSE_REASONS,
     LIMIT_DEFAULTS,
     Config,
     ConfigError,
@@ -24,11 +25,11 @@ from .config import (
     label_text,
     load_config,
 )
-from .events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
-from .guard import CLOSE_REASONS
-from .labels import LabelStore, Pending
-from .schema import ModelSchema, resolve
-from .state import Layout, ModelState, VersionSnapshot, label_delta
+from mlmon.core.events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
+from mlmon.core.groundtruth import LabelStore, Pending
+from mlmon.core.schema import ModelSchema, resolve
+from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
+from mlmon.stats import drift, evaluation
 
 ENDPOINTS = ("predictions", "labels")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelConfig, label_text
+from mlmon.core.config import ModelConfig, label_text
 
 FORMAT = "mlmon-baseline/1"
 OTHER = "__other__"

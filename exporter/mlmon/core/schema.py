@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from . import stats
-from .baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
-from .config import FeatureSpec, ModelConfig
+from mlmon.core.baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
+from mlmon.core.config import FeatureSpec, ModelConfig
+from mlmon.stats import divergences as stats
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .baseline import content_hash, load_profile, write_profile
-from .schema import NumericBlock
-from .state import Layout
+from mlmon.core.baseline import content_hash, load_profile, write_profile
+from mlmon.core.schema import NumericBlock
+from mlmon.core.state import Layout
 
 
 def _numeric(p: dict[str, Any], counts: np.ndarray, missing: float, total: float) -> None:

@@ -1,7 +1,7 @@
 """A non-blocking Python client for model code: `log()` returns at once, a background thread
 batches and sends to the sidecar.
 
-    from mlmon.client import Client
+    from mlmon.capture.client import Client
     mlmon = Client("http://127.0.0.1:9797", model="credit-risk")
     mlmon.log({"age": 42, "income": 51000.0}, prediction=1, scores={"1": 0.83}, id="req-42")
     mlmon.label("req-42", 0)            # later, when the ground truth is known

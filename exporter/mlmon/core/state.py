@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import FAILURE_REASONS, label_text
-from .events import Batch
-from .schema import ModelSchema, NumericBlock
+from mlmon.core.config import FAILURE_REASONS, label_text
+from mlmon.core.events import Batch
+from mlmon.core.schema import ModelSchema, NumericBlock
 
 # Inference latency buckets: 1 ms to 10 s covers in-process models to heavy GPU batches
 # with about two buckets per decade, so p50/p90/p99 interpolate within a factor of 2.5.

@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from .auth import Tokens
-from .auth import check as auth_check
-from .events import BadRequest, decode_events, gunzip
-from .labels import OUTCOMES
-from .monitor import ModelMonitor, Monitor
+from mlmon.core.events import BadRequest, decode_events, gunzip
+from mlmon.core.groundtruth import OUTCOMES
+from mlmon.core.monitor import ModelMonitor, Monitor
+from mlmon.http.auth import Tokens
+from mlmon.http.auth import check as auth_check
 
 _TRUE = {"1", "true", "yes"}
 JSON = "application/json"

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import NAME_RE, ProxySettings, RouteSettings
-from .events import BadRequest, decode_json, gunzip
-from .schema import ModelSchema
+from mlmon.core.config import NAME_RE, ProxySettings, RouteSettings
+from mlmon.core.events import BadRequest, decode_json, gunzip
+from mlmon.core.schema import ModelSchema
 
 # The bounded vocabulary of `protocol` labels; "none" is traffic that is only forwarded.
 PROTOCOLS = ("kserve_v1", "oip_v2", "mlflow", "generic", "none")

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import performance as perf
-from . import stats
-from .baseline import OTHER
-from .schema import ModelSchema
-from .state import Layout
+from mlmon.core.baseline import OTHER
+from mlmon.core.schema import ModelSchema
+from mlmon.core.state import Layout
+from mlmon.stats import divergences as stats
+from mlmon.stats import performance as perf
 
 NAN = float("nan")
 

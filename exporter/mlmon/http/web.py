@@ -18,12 +18,12 @@ from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
-from .api import Api, Reply
-from .auth import Tokens, fingerprint
-from .config import THRESHOLDS, ConfigError
-from .events import BadRequest, decode_json
-from .monitor import ModelMonitor, Monitor
+from mlmon import __version__
+from mlmon.core.config import THRESHOLDS, ConfigError
+from mlmon.core.events import BadRequest, decode_json
+from mlmon.core.monitor import ModelMonitor, Monitor
+from mlmon.http.api import Api, Reply
+from mlmon.http.auth import Tokens, fingerprint
 
 log = logging.getLogger("mlmon.web")
 audit = logging.getLogger("mlmon.audit")

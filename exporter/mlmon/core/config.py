@@ -108,6 +108,18 @@ FAILURE_REASONS = (
     "other",
 )
 
+# `reason` of mlmon_http_connections_closed_total: why the server closed a connection.
+CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "idle_timeout",
+    "send_timeout",
+    "evicted",
+    "refused",
+    "bad_request",
+    "head_too_large",
+)
+
 DEFAULT_LISTEN = "127.0.0.1:9797"
 DEFAULT_PROXY_LISTEN = "127.0.0.1:9798"
 

@@ -24,16 +24,16 @@ import numpy as np
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .baseline import OTHER
-from .capture import PROTOCOLS
-from .config import FAILURE_REASONS, THRESHOLDS
-from .evaluation import CLASS_METRICS
-from .exposition import Family
-from .monitor import ModelMonitor, Monitor
-from .proxy import DURATION_BUCKETS, ProxyStats
-from .schema import NumericBlock
-from .state import ABS_ERROR_SCALE, LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, Layout
+from mlmon import __version__
+from mlmon.capture.counters import DURATION_BUCKETS, ProxyStats
+from mlmon.capture.protocols import PROTOCOLS
+from mlmon.core.baseline import OTHER
+from mlmon.core.config import FAILURE_REASONS, THRESHOLDS
+from mlmon.core.monitor import ModelMonitor, Monitor
+from mlmon.core.schema import NumericBlock
+from mlmon.core.state import ABS_ERROR_SCALE, LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, Layout
+from mlmon.metrics.exposition import Family
+from mlmon.stats.evaluation import CLASS_METRICS
 
 MV = ["model", "version"]
 

@@ -32,9 +32,9 @@ import numpy as np
 import orjson
 import requests
 
-from . import stack, synthetic
-from .config import load_config, split_address
-from .sinks import SmtpSink, WebhookSink
+from mlmon.core.config import load_config, split_address
+from mlmon.demo import stack, synthetic
+from mlmon.demo.sinks import SmtpSink, WebhookSink
 
 log = logging.getLogger("mlmon.demo")
 MODEL = "credit-risk"

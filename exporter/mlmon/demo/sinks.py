@@ -126,7 +126,7 @@ class SmtpSink:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mlmon.sinks --port 8080`: print every webhook notification (the compose
+    """`python -m mlmon.demo.sinks --port 8080`: print every webhook notification (the compose
     stack's stand-in for a pager gateway and a chat server)."""
     import argparse
     import signal

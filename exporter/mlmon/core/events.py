@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import FAILURE_REASONS, NAME_RE, label_text
-from .schema import ModelSchema
+from mlmon.core.config import FAILURE_REASONS, NAME_RE, label_text
+from mlmon.core.schema import ModelSchema
 
 MAX_DETAILS = 100
 # The bounded vocabulary of `reason` labels on mlmon_ingest_rejected_requests_total.

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
-from .api import Api, Reply, json_reply
-from .guard import Guard, Limits, guarded_protocol
+from mlmon.http.api import Api, Reply, json_reply
+from mlmon.http.guard import Guard, Limits, guarded_protocol
 
 log = logging.getLogger("mlmon.server")
 

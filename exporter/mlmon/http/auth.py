@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError
+from mlmon.core.config import Config, ConfigError
 
 
 @dataclass(frozen=True)

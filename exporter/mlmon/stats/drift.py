@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import stats
-from .schema import CategoricalBlock, ModelSchema, NumericBlock
+from mlmon.core.schema import CategoricalBlock, ModelSchema, NumericBlock
+from mlmon.stats import divergences as stats
 
 NUMERIC_METHODS = ("psi", "js", "ks", "wasserstein")
 CATEGORICAL_METHODS = ("psi", "js", "chi2")

@@ -14,15 +14,30 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-from .labels import Pending
-from .state import VersionState
+from mlmon.core.groundtruth import Pending
+from mlmon.core.state import VersionState
 
-if TYPE_CHECKING:
-    from .monitor import ModelMonitor
+
+class ModelMonitor(Protocol):
+    """What a snapshot reads and restores of a `monitor.ModelMonitor` (named by this
+    interface, so the monitor and its snapshots do not import each other)."""
+
+    schema: Any
+    state: Any
+    labels: Any
+    group_names: list[list[str]]
+    _group_index: list[dict[str, int]]
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layout(self) -> Any: ...
+
 
 log = logging.getLogger("mlmon.snapshot")
 FORMAT = 1

@@ -41,18 +41,6 @@ from uvicorn.protocols.http.httptools_impl import (  # noqa: F401 -- patterns fo
 
 log = logging.getLogger("mlmon.http")
 
-# `reason` of mlmon_http_connections_closed_total: why the server closed a connection.
-CLOSE_REASONS = (
-    "header_timeout",
-    "body_timeout",
-    "idle_timeout",
-    "send_timeout",
-    "evicted",
-    "refused",
-    "bad_request",
-    "head_too_large",
-)
-
 # RFC 9112 §3: method SP request-target SP HTTP-version, each part without spaces.
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]")
 
