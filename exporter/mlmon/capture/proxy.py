@@ -103,10 +103,9 @@ class Proxy:
         """Listen, report the bound port (or the error) on ``ports``, forward until the
         exporter goes away; captured calls go to ``conn``."""
         import aiohttp  # noqa: F401  -- now, not at the first call: importing takes a second
-        import uvicorn
 
-        from mlmon.http.guard import Guard, guarded_protocol
-        from mlmon.http.server import ACCEPT_BURST, effective_limits, limits_of, listen
+        from mlmon.http.guard import Guard
+        from mlmon.http.server import effective_limits, limits_of, listen, make_server
 
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # the sender thread yields quickly
         host, port = split_address(self.settings.listen_address)
@@ -125,25 +124,12 @@ class Proxy:
         )
         guard = Guard(limits, self.stats.connection_closed)
 
-        config = uvicorn.Config(
-            self,
-            http=guarded_protocol(guard),
-            loop="asyncio",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            date_header=False,
-            timeout_keep_alive=int(limits.idle_timeout) + 1,
-            timeout_graceful_shutdown=2,
-            backlog=ACCEPT_BURST,
+        server = make_server(self, limits, guard, date_header=False, timeout_graceful_shutdown=2)
+        # a response cut by the upstream is logged in __call__, once
+        logging.getLogger("uvicorn.error").addFilter(
+            lambda r: "without completing response" not in r.getMessage()
         )
-        errors = logging.getLogger("uvicorn.error")
-        errors.setLevel(logging.WARNING)
-        # a response cut by the upstream is logged above, once
-        errors.addFilter(lambda r: "without completing response" not in r.getMessage())
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
 
     def _session(self) -> Any:
         import aiohttp

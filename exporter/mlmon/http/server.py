@@ -206,13 +206,14 @@ class ExporterApp:
         return Reply(int(status.split(" ", 1)[0]), out, ctype, kept)
 
 
-def make_server(app: ExporterApp, limits: Limits, guard: Guard) -> Any:
-    """The uvicorn server for ``app``, behind ``guard``; `run(sockets=[sock])` serves until
-    SIGTERM or SIGINT (in the main thread) or until ``should_exit`` is set."""
+def make_server(app: Any, limits: Limits, guard: Guard, **overrides: Any) -> Any:
+    """The uvicorn server for the ASGI ``app`` (the exporter's or the proxy's), behind
+    ``guard``; `run(sockets=[sock])` serves until SIGTERM or SIGINT (in the main thread) or
+    until ``should_exit`` is set. ``overrides`` are further `uvicorn.Config` settings."""
     import uvicorn
 
-    config = uvicorn.Config(
-        app,
+    settings: dict[str, Any] = dict(
+        app=app,
         http=guarded_protocol(guard),
         loop="asyncio",
         lifespan="off",
@@ -225,7 +226,7 @@ def make_server(app: ExporterApp, limits: Limits, guard: Guard) -> Any:
         backlog=ACCEPT_BURST,
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(**(settings | overrides)))
 
 
 def listen(host: str, port: int, backlog: int = ACCEPT_BURST) -> socket.socket:
