@@ -122,6 +122,7 @@ class Exporter:
         listen: str = "127.0.0.1:0",
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        python: str | None = None,
     ) -> None:
         import os
         import re
@@ -137,7 +138,7 @@ class Exporter:
         # can take the port between choosing and binding it.
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                python or sys.executable,
                 "-m",
                 "mlmon",
                 "serve",

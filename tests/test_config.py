@@ -131,3 +131,79 @@ def test_example_config_loads_with_its_baselines():
     cfg = load_config(ROOT / "examples" / "mlmon.yml")
     mon = Monitor(cfg)
     assert set(mon.models) == {m.name for m in cfg.models}
+
+
+def test_server_and_proxy_mistakes_are_reported_together(tmp_path):
+    doc = yaml.safe_load("""
+models:
+  - {name: m, task: binary, baseline: x.json}
+  - {name: n, task: regression, baseline: y.json, positive_class: 1}
+server: {listen_address: nope, threads: 100, snapshot_interval: 1w, admin_token_file: "",
+         max_connections: 3, port: 1}
+proxy:
+  upstream: https://model:8080
+  version_header: "bad header"
+  model: zz
+  models: {q: {model: nope}, r: 5}
+  generic: {path: predict, features: x}
+""")
+    with pytest.raises(ConfigError) as ei:
+        parse_config(doc, tmp_path)
+    errors = "\n".join(ei.value.errors)
+    for expected in [
+        "models[1].positive_class: only a binary model has a positive class",
+        "server.listen_address: expected HOST:PORT, got 'nope'",
+        "server.threads: must be <= 64, got 100",
+        "server.snapshot_interval: expected a duration such as 60s, 15m or 1h, got '1w'",
+        "server.admin_token_file: expected a file path",
+        "server.max_connections: must be >= 16, got 3",
+        "server.port: unknown key (allowed: admin_token_file, body_timeout, header_timeout,",
+        "proxy.upstream: expected http://HOST[:PORT] (plain HTTP, no path), got 'https://model:8080'",
+        "proxy.version_header: expected an HTTP header name",
+        "proxy.model: 'zz' is not a configured model",
+        "proxy.models.q.model: 'nope' is not a configured model",
+        "proxy.models.r: expected a mapping, got 5",
+        "proxy.generic.path: required: the request path to capture, e.g. /predict",
+        "proxy.generic.features: required: a path such as request.instances",
+        "proxy.generic.predictions: required: a path such as request.instances",
+    ]:
+        assert expected in errors, f"missing {expected!r} in:\n{errors}"
+    assert len(ei.value.errors) == 15, errors
+
+
+def test_a_full_config_builds_the_settings_it_says(tmp_path):
+    doc = yaml.safe_load("""
+defaults: {thresholds: {accuracy_min: 0.9}, drift: {top_k: 7}, window: {length: 2h}}
+models:
+  - name: m
+    task: multiclass
+    baseline: x.json
+    features: [a, b]
+    classes: [x, y, 3]
+    window: {slices: 120}
+    drift: {bins: 20, ks_p_value: kstwo}
+    labels: {ttl: 1d}
+    fairness: {reference_groups: {}}
+server: {listen_address: "0.0.0.0:1", snapshot_dir: snaps, ingest_token_file: t,
+         snapshot_interval: 5m, idle_timeout: 5s, max_connections: 100}
+limits: {max_batch_events: 5}
+proxy:
+  upstream: http://127.0.0.1:8080/
+  timeout: 5s
+  models: {iris: {model: m, inputs: [a, null], output: 0}, m: }
+  generic: {path: /p, features: request.x, predictions: response.y}
+""")
+    cfg = parse_config(doc, tmp_path)
+    m = cfg.models[0]
+    assert [f.name for f in m.features] == ["a", "b"] and m.classes == ("x", "y", "3")
+    assert (m.window.length_seconds, m.window.slices) == (7200, 120)
+    assert (m.drift.top_k, m.drift.bins, m.drift.ks_p_value) == (7, 20, "kstwo")
+    assert m.thresholds["accuracy_min"] == 0.9 and m.labels.ttl_seconds == 86400
+    assert cfg.server.snapshot_dir == tmp_path / "snaps"
+    assert cfg.server.ingest_token_file == tmp_path / "t" and cfg.server.admin_token_file is None
+    assert (cfg.server.snapshot_interval_seconds, cfg.server.idle_timeout_seconds) == (300, 5)
+    assert cfg.limits["max_batch_events"] == 5 and cfg.limits["max_groups"] == 20
+    p = cfg.proxy
+    assert p.upstream == "http://127.0.0.1:8080" and p.timeout_seconds == 5 and p.model == "m"
+    assert p.routes["iris"].inputs == ("a", None) and p.routes["iris"].output == "0"
+    assert p.routes["m"].model == "m" and p.generic.predictions == "response.y"

@@ -17,6 +17,7 @@ scores (accuracy falls), and the model selects group f of `gender` less often th
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import signal
 import sys
@@ -26,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import orjson
-import requests
 
 from mlmon.core.config import load_config, split_address
 from mlmon.demo import stack, synthetic
@@ -97,7 +97,7 @@ def traffic(
     """Send about ``rate`` events per second in one-second batches, and their labels
     ``label_delay`` seconds later (shuffled, with a few for ids that never existed);
     returns events sent."""
-    http = requests.Session()
+    http = _Poster(url)
     rng = np.random.default_rng(0)
     start = time.monotonic()
     sent = tick = 0
@@ -118,23 +118,44 @@ def traffic(
             if not body:
                 continue
             try:
-                r = http.post(
-                    f"{url}/v1/models/{MODEL}/{path}",
-                    data=orjson.dumps({key: body}),
-                    headers={"Content-Type": "application/json"},
-                    timeout=10,
-                )
-                if r.status_code != 200:
-                    log.warning("exporter answered %s: %s", r.status_code, r.text[:200])
+                status, text = http.post(f"/v1/models/{MODEL}/{path}", orjson.dumps({key: body}))
+                if status != 200:
+                    log.warning("exporter answered %s: %s", status, text[:200])
                 elif path == "predictions":
                     sent += len(events)
-            except requests.RequestException as e:
+            except OSError as e:
                 log.warning("exporter unreachable: %s", e)
         if tick % 30 == 0:
             log.info("sent %d events%s", sent, " (drifting)" if drifting else "")
         tick += 1
         stop.wait(max(0.0, start + tick - time.monotonic()))
     return sent
+
+
+class _Poster:
+    """POSTs JSON to the exporter over one keep-alive connection (the standard library's
+    client), reconnecting after an error."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, path: str, body: bytes) -> tuple[int, str]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.conn.request(
+                "POST", self.prefix + path, body, {"Content-Type": "application/json"}
+            )
+            response = self.conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as e:
+            self.conn.close()
+            self.conn = None
+            raise OSError(str(e)) from e
 
 
 @dataclass
