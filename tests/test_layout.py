@@ -136,3 +136,27 @@ def test_the_checks_catch_a_cycle_and_a_forbidden_import(monkeypatch):
 @pytest.mark.parametrize("sub", SUBPACKAGES)
 def test_each_subpackage_imports(sub):
     __import__(f"mlmon.{sub}")
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions (and methods) of the package longer than `limit` lines, with their lengths."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(PKG)}:{node.lineno} {node.name} {lines}")
+    return found
+
+
+def test_functions_are_short():
+    """A function is a short list of named steps; past 80 lines, split it."""
+    assert long_functions() == []
+
+
+def test_the_length_check_finds_a_long_function():
+    assert any(" parse_events " in f for f in long_functions(limit=20))

@@ -264,63 +264,16 @@ class Proxy:
         send: Any,
         ex: Exchange,
     ) -> int:
-        """Send the request upstream and relay its response; the status relayed."""
+        """Send the request upstream and relay its response; the status relayed. Every
+        failure becomes an `_UpstreamError` that says why."""
         import aiohttp
         from yarl import URL
 
         url = URL(self.base + target.decode("latin-1"), encoded=True)
         data: Any = body if rest is None else _stream(body, rest)
-        limit = self.settings.max_capture_bytes
         for attempt in (0, 1):
-            t0 = time.perf_counter()
             try:
-                async with self._session().request(
-                    method, url, headers=headers, data=data, allow_redirects=False,
-                    compress=None, chunked=None,
-                ) as resp:  # fmt: skip
-                    bodiless = resp.status in (204, 304) or method == "HEAD"
-                    out = [
-                        (k.lower(), v)
-                        for k, v in resp.raw_headers
-                        if k.lower() not in _HOP_BY_HOP
-                        and not (bodiless and k.lower() == b"content-length")
-                    ]
-                    if not 200 <= resp.status <= 599:  # 1xx are consumed by aiohttp; no 101
-                        raise _UpstreamError("bad_response", f"status {resp.status} from upstream")
-                    if any(_BAD_NAME(k) or _BAD_VALUE(v) for k, v in out):
-                        # a header the caller's side would refuse to write
-                        raise _UpstreamError("bad_response", "an invalid header from upstream")
-                    await send(
-                        {"type": "http.response.start", "status": resp.status, "headers": out}
-                    )
-                    ex.status = -1  # from here on, a failure cuts the response
-                    kept: list[bytes] = []
-                    size = 0
-                    if bodiless:
-                        await send({"type": "http.response.body", "body": b""})
-                    elif resp.content_length is not None and resp.content_length <= limit:
-                        data = await resp.read()  # the common case: one piece
-                        size = len(data)
-                        kept.append(data)
-                        await send({"type": "http.response.body", "body": data})
-                    else:
-                        async for chunk in resp.content.iter_chunked(_PIECE):
-                            size += len(chunk)
-                            if size <= limit:
-                                kept.append(chunk)
-                            await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
-                            )
-                        await send({"type": "http.response.body", "body": b""})
-                    ex.latency = time.perf_counter() - t0
-                    ex.too_large = ex.too_large or size > limit
-                    ex.response_body = b"" if size > limit else b"".join(kept)
-                    ex.response_headers = {
-                        k.decode("latin-1"): v.decode("latin-1")
-                        for k, v in out
-                        if k in (b"content-type", b"content-encoding") or k.startswith(b"x-")
-                    }
-                    return resp.status
+                return await self._exchange(method, url, headers, data, send, ex)
             except aiohttp.ClientConnectorError as e:
                 errno = e.os_error.errno
                 why = os.strerror(errno) if errno else str(e)
@@ -350,6 +303,73 @@ class Proxy:
                     "disconnected", "the upstream closed the connection mid-response"
                 ) from None
         raise AssertionError("unreachable")
+
+    async def _exchange(
+        self,
+        method: str,
+        url: Any,
+        headers: list[tuple[str, str]],
+        data: Any,
+        send: Any,
+        ex: Exchange,
+    ) -> int:
+        """One request upstream and its response relayed to the caller; what capture needs
+        of the response goes into ``ex``."""
+        t0 = time.perf_counter()
+        async with self._session().request(
+            method, url, headers=headers, data=data, allow_redirects=False,
+            compress=None, chunked=None,
+        ) as resp:  # fmt: skip
+            bodiless = resp.status in (204, 304) or method == "HEAD"
+            out = _relayed_headers(resp, bodiless)
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            ex.status = -1  # from here on, a failure cuts the response
+            limit = self.settings.max_capture_bytes
+            kept, size = await _relay_body(resp, bodiless, send, limit)
+            ex.latency = time.perf_counter() - t0
+            ex.too_large = ex.too_large or size > limit
+            ex.response_body = b"" if size > limit else b"".join(kept)
+            ex.response_headers = _kept(out)
+            return resp.status
+
+
+def _relayed_headers(resp: Any, bodiless: bool) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers for the caller, less hop-by-hop ones (and a bodiless
+    response's Content-Length); `_UpstreamError` for a status or a header the caller's side
+    cannot be sent."""
+    out = [
+        (k.lower(), v)
+        for k, v in resp.raw_headers
+        if k.lower() not in _HOP_BY_HOP and not (bodiless and k.lower() == b"content-length")
+    ]
+    if not 200 <= resp.status <= 599:  # 1xx are consumed by aiohttp; no 101
+        raise _UpstreamError("bad_response", f"status {resp.status} from upstream")
+    if any(_BAD_NAME(k) or _BAD_VALUE(v) for k, v in out):
+        # a header the caller's side would refuse to write
+        raise _UpstreamError("bad_response", "an invalid header from upstream")
+    return out
+
+
+async def _relay_body(resp: Any, bodiless: bool, send: Any, limit: int) -> tuple[list[bytes], int]:
+    """Send the upstream's body to the caller; (the pieces kept, up to ``limit`` bytes, and
+    the body's whole size)."""
+    kept: list[bytes] = []
+    size = 0
+    if bodiless:
+        await send({"type": "http.response.body", "body": b""})
+    elif resp.content_length is not None and resp.content_length <= limit:
+        data = await resp.read()  # the common case: one piece
+        size = len(data)
+        kept.append(data)
+        await send({"type": "http.response.body", "body": data})
+    else:
+        async for chunk in resp.content.iter_chunked(_PIECE):
+            size += len(chunk)
+            if size <= limit:
+                kept.append(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    return kept, size
 
 
 def _size(ex: Exchange) -> int:

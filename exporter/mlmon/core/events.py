@@ -273,7 +273,6 @@ def parse_events(
     errs = _Errors()
     max_str = limits["max_string_length"]
     classification = schema.prediction_classes is not None
-    class_vocab = schema.prediction_classes.vocab[0] if classification else {}
     feats = [
         _check_event(errs, i, ev, classification, max_str, limits["max_features_per_event"])
         for i, ev in enumerate(events)
@@ -296,6 +295,23 @@ def parse_events(
         x = x[keep]
         cat_idx = cat_idx[keep]
     good = [events[i] for i in keep]
+    batch = Batch(
+        n=len(good),
+        x_num=x,
+        cat_idx=cat_idx,
+        ids=[ev.get("id") for ev in good],
+        timestamps=[ev.get("timestamp") for ev in good],
+        groups=[ev.get("groups") for ev in good],
+        **_outcomes(good, schema),
+    )
+    return batch, errs.items
+
+
+def _outcomes(good: list[dict[str, Any]], schema: ModelSchema) -> dict[str, Any]:
+    """Per event of a valid batch: its version, success, prediction (a value or a class
+    index), tracked score, latency and failure reason, as the Batch's arrays."""
+    classification = schema.prediction_classes is not None
+    class_vocab = schema.prediction_classes.vocab[0] if classification else {}
     n = len(good)
     ok = np.fromiter((ev.get("error") is None for ev in good), dtype=bool, count=n)
     pred_value = np.full(n, np.nan)
@@ -304,8 +320,8 @@ def parse_events(
     latency = np.full(n, np.nan)
     failure = np.full(n, -1, dtype=np.int64)
     other_class = len(class_vocab)
-    versions = []
     default_version = schema.config.default_version
+    versions = []
     for j, ev in enumerate(good):
         versions.append(ev.get("version") or default_version)
         p = ev.get("prediction")
@@ -323,22 +339,15 @@ def parse_events(
         e = ev.get("error")
         if e is not None:
             failure[j] = _reason(e)
-    batch = Batch(
-        n=n,
-        versions=versions,
-        ok=ok,
-        x_num=x,
-        cat_idx=cat_idx,
-        pred_value=pred_value,
-        pred_idx=pred_idx,
-        score=score,
-        latency=latency,
-        failure=failure,
-        ids=[ev.get("id") for ev in good],
-        timestamps=[ev.get("timestamp") for ev in good],
-        groups=[ev.get("groups") for ev in good],
-    )
-    return batch, errs.items
+    return {
+        "versions": versions,
+        "ok": ok,
+        "pred_value": pred_value,
+        "pred_idx": pred_idx,
+        "score": score,
+        "latency": latency,
+        "failure": failure,
+    }
 
 
 def _check_event(

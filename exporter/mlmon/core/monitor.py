@@ -314,61 +314,8 @@ class ModelMonitor:
 
     def stats(self) -> dict[str, Any]:
         """JSON-ready snapshot of the windowed statistics of every version."""
-        lay = self.layout
         s = self.schema
-        v = Layout.view
-        versions = {}
         views = self.views()
-        for view in views:
-            w = view.snapshot.window
-            r = view.report
-            ok = int(w[lay.ok_events.start])
-            num_missing = v(w, lay.num_missing)
-            cat_missing = v(w, lay.cat_missing)
-            present_num = v(w, lay.num_bins).sum(axis=-1)
-            oor = v(w, lay.num_below) + v(w, lay.num_above)
-            features = {}
-            for i, name in enumerate(r.features):
-                entry: dict[str, Any] = {
-                    "kind": r.kinds[i],
-                    "present": int(r.n[i]),
-                    "drifted": bool(r.drifted[i]),
-                    "test": r.test[i],
-                    "p_value": _num(r.p_value[i]),
-                    "p_value_adjusted": _num(r.p_adjusted[i]),
-                    "scores": {m: _num(a[i]) for m, a in r.scores.items() if not np.isnan(a[i])},
-                }
-                if r.kinds[i] == "numeric":
-                    missing = int(num_missing[i])
-                    entry["out_of_range_ratio"] = _ratio(oor[i], present_num[i])
-                else:
-                    missing = int(cat_missing[i - len(s.numeric)])
-                entry["missing"] = missing
-                entry["missing_ratio"] = _ratio(missing, ok)
-                features[name] = entry
-            failures = v(w, lay.failures)
-            events = int(w[lay.events.start])
-            versions[view.snapshot.version] = {
-                "window_events": events,
-                "window_failed_events": int(failures.sum()),
-                "error_ratio": _ratio(int(failures.sum()), events),
-                "features_tested": r.tested_count,
-                "drifted_features": r.drifted_count,
-                "drifted_feature_names": [
-                    f for f, d in zip(r.features, r.drifted, strict=True) if d
-                ],
-                "features": features,
-                "prediction": {
-                    o.output: {
-                        "present": o.n,
-                        "drifted": o.drifted,
-                        "p_value": _num(o.p_value),
-                        "scores": {k: _num(x) for k, x in o.scores.items()},
-                    }
-                    for o in r.outputs
-                },
-                "performance": _performance_json(view.performance),
-            }
         cfg = s.config
         return {
             "model": s.name,
@@ -378,20 +325,74 @@ class ModelMonitor:
             "min_samples": cfg.drift.min_samples,
             "correction": cfg.drift.correction,
             "thresholds": dict(self.thresholds),
-            "versions": versions,
-            "comparisons": [
-                {
-                    "champion": c.champion,
-                    "challenger": c.challenger,
-                    "accuracy_difference": _num(c.accuracy_difference),
-                    "p_value": _num(c.p_value),
-                    "prediction_drift": c.prediction_drift,
-                    "latency_ratio": _num(c.latency_ratio),
-                }
-                for c in self.comparisons(views)
-            ],
+            "versions": {view.snapshot.version: self._version_json(view) for view in views},
+            "comparisons": [_comparison_json(c) for c in self.comparisons(views)],
             "labels": {"waiting": len(self.labels), **dict(self.labels.outcomes)},
         }
+
+    def _version_json(self, view: VersionView) -> dict[str, Any]:
+        w, r, lay = view.snapshot.window, view.report, self.layout
+        failures = Layout.view(w, lay.failures)
+        events = int(w[lay.events.start])
+        return {
+            "window_events": events,
+            "window_failed_events": int(failures.sum()),
+            "error_ratio": _ratio(int(failures.sum()), events),
+            "features_tested": r.tested_count,
+            "drifted_features": r.drifted_count,
+            "drifted_feature_names": [f for f, d in zip(r.features, r.drifted, strict=True) if d],
+            "features": self._features_json(view),
+            "prediction": {
+                o.output: {
+                    "present": o.n,
+                    "drifted": o.drifted,
+                    "p_value": _num(o.p_value),
+                    "scores": {k: _num(x) for k, x in o.scores.items()},
+                }
+                for o in r.outputs
+            },
+            "performance": _performance_json(view.performance),
+        }
+
+    def _features_json(self, view: VersionView) -> dict[str, Any]:
+        w, r, lay, v = view.snapshot.window, view.report, self.layout, Layout.view
+        ok = int(w[lay.ok_events.start])
+        num_missing = v(w, lay.num_missing)
+        cat_missing = v(w, lay.cat_missing)
+        present_num = v(w, lay.num_bins).sum(axis=-1)
+        oor = v(w, lay.num_below) + v(w, lay.num_above)
+        n_numeric = len(self.schema.numeric)
+        features = {}
+        for i, name in enumerate(r.features):
+            entry: dict[str, Any] = {
+                "kind": r.kinds[i],
+                "present": int(r.n[i]),
+                "drifted": bool(r.drifted[i]),
+                "test": r.test[i],
+                "p_value": _num(r.p_value[i]),
+                "p_value_adjusted": _num(r.p_adjusted[i]),
+                "scores": {m: _num(a[i]) for m, a in r.scores.items() if not np.isnan(a[i])},
+            }
+            if r.kinds[i] == "numeric":
+                missing = int(num_missing[i])
+                entry["out_of_range_ratio"] = _ratio(oor[i], present_num[i])
+            else:
+                missing = int(cat_missing[i - n_numeric])
+            entry["missing"] = missing
+            entry["missing_ratio"] = _ratio(missing, ok)
+            features[name] = entry
+        return features
+
+
+def _comparison_json(c: evaluation.Comparison) -> dict[str, Any]:
+    return {
+        "champion": c.champion,
+        "challenger": c.challenger,
+        "accuracy_difference": _num(c.accuracy_difference),
+        "p_value": _num(c.p_value),
+        "prediction_drift": c.prediction_drift,
+        "latency_ratio": _num(c.latency_ratio),
+    }
 
 
 def _performance_json(r: evaluation.PerformanceReport) -> dict[str, Any]:

@@ -225,6 +225,17 @@ class ModelSchema:
         return int(self.profile["rows"])
 
 
+@dataclass
+class _Outputs:
+    """What a model puts out, as the schema holds it."""
+
+    classes: tuple[str, ...] = ()
+    positive: str | None = None
+    numeric: NumericBlock | None = None  # regression
+    classes_block: CategoricalBlock | None = None  # classification
+    score: NumericBlock | None = None  # classification
+
+
 def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
     """Join a model's config with its baseline; raise BaselineError when they disagree."""
     errors: list[str] = []
@@ -233,6 +244,20 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
         errors.append(
             f"baseline was built for task {profile['task']!r}, config says {model.task!r}"
         )
+    kinds = _feature_kinds(model, pf, errors)
+    if model.task == "regression":
+        outputs = _regression_outputs(profile, errors)
+    else:
+        outputs = _class_outputs(model, profile, errors)
+    if errors:
+        raise BaselineError("; ".join(errors))
+    return _schema(model, profile, kinds, outputs)
+
+
+def _feature_kinds(model: ModelConfig, pf: dict[str, Any], errors: list[str]) -> dict[str, str]:
+    """Each configured feature's kind (every feature of the baseline when the config lists
+    none), as the baseline has it; a feature missing from the baseline or of another kind
+    is an error."""
     specs = (
         model.features
         if model.features is not None
@@ -249,67 +274,94 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
                 f"feature {s.name!r} is {s.kind} in the config but {kind} in the baseline"
             )
         kinds[s.name] = kind
+    return kinds
 
+
+def _reference_prediction(profile: dict[str, Any]) -> dict[str, Any] | None:
+    """The baseline's prediction column, or its label column when it has no predictions."""
+    return profile.get("prediction") or profile.get("label")
+
+
+def _regression_outputs(profile: dict[str, Any], errors: list[str]) -> _Outputs:
+    ref_pred = _reference_prediction(profile)
+    if ref_pred is None:
+        errors.append("a regression baseline needs a prediction or label column")
+        return _Outputs()
+    return _Outputs(numeric=NumericBlock.from_profiles(["prediction"], [ref_pred]))
+
+
+def _class_outputs(model: ModelConfig, profile: dict[str, Any], errors: list[str]) -> _Outputs:
+    """The classes (from the config, else the baseline), the positive one of a binary model,
+    the baseline's class counts, and the score buckets (fixed, empty without reference
+    scores)."""
+    ref_pred = _reference_prediction(profile)
+    out = _Outputs()
+    if model.classes is not None:
+        out.classes = model.classes
+    elif ref_pred is not None:
+        out.classes = tuple(c for c, _ in ref_pred["categories"])
+    classes = out.classes
+    if len(classes) < 2:
+        errors.append(
+            "classes are unknown: list them in the config or add a prediction "
+            "or label column to the training data"
+        )
+    elif model.task == "binary" and len(classes) != 2:
+        errors.append(f"a binary model needs two classes, the baseline has {len(classes)}")
+    else:
+        out.positive = (model.positive_class or classes[-1]) if model.task == "binary" else None
+        out.classes_block = _class_block(classes, ref_pred)
+    score_profile = profile.get("score") or _empty_score_profile()
+    out.score = NumericBlock.from_profiles(["score"], [score_profile])
+    return out
+
+
+def _class_block(classes: tuple[str, ...], ref_pred: dict[str, Any] | None) -> CategoricalBlock:
+    """The predicted classes as one categorical column, with the baseline's counts."""
+    ref = {c: n for c, n in (ref_pred["categories"] if ref_pred else [])}
+    return CategoricalBlock.from_profiles(
+        ["prediction"],
+        [
+            {
+                "categories": [[c, ref.get(c, 0)] for c in classes],
+                "other": ref_pred["other"] if ref_pred else 0,
+                "missing": 0,
+            }
+        ],
+    )
+
+
+def _calibration_rates(model: ModelConfig, profile: dict[str, Any]) -> np.ndarray | None:
+    """A binary model's observed positive rate per score bucket of the baseline (NaN where
+    a bucket is empty), when the config asks to recalibrate and the baseline has the table."""
+    cal = profile.get("calibration")
+    if not (cal and model.task == "binary" and model.performance.recalibrate):
+        return None
+    counts = np.asarray(cal["counts"], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.asarray(cal["positives"]) / counts, np.nan)
+
+
+def _schema(
+    model: ModelConfig, profile: dict[str, Any], kinds: dict[str, str], outputs: _Outputs
+) -> ModelSchema:
+    pf = profile["features"]
     num = [n for n, k in kinds.items() if k == "numeric"]
     cat = [n for n, k in kinds.items() if k == "categorical"]
-
-    classes: tuple[str, ...] = ()
-    positive = None
-    pred_num = pred_cls = score = None
-    ref_pred = profile.get("prediction") or profile.get("label")
-    if model.task == "regression":
-        if ref_pred is None:
-            errors.append("a regression baseline needs a prediction or label column")
-        else:
-            pred_num = NumericBlock.from_profiles(["prediction"], [ref_pred])
-    else:
-        if model.classes is not None:
-            classes = model.classes
-        elif ref_pred is not None:
-            classes = tuple(c for c, _ in ref_pred["categories"])
-        if len(classes) < 2:
-            errors.append(
-                "classes are unknown: list them in the config or add a prediction "
-                "or label column to the training data"
-            )
-        elif model.task == "binary" and len(classes) != 2:
-            errors.append(f"a binary model needs two classes, the baseline has {len(classes)}")
-        else:
-            positive = (model.positive_class or classes[-1]) if model.task == "binary" else None
-            ref = {c: n for c, n in (ref_pred["categories"] if ref_pred else [])}
-            pred_cls = CategoricalBlock.from_profiles(
-                ["prediction"],
-                [
-                    {
-                        "categories": [[c, ref.get(c, 0)] for c in classes],
-                        "other": ref_pred["other"] if ref_pred else 0,
-                        "missing": 0,
-                    }
-                ],
-            )
-        score_profile = profile.get("score") or _empty_score_profile()
-        score = NumericBlock.from_profiles(["score"], [score_profile])
-    if errors:
-        raise BaselineError("; ".join(errors))
-    rates = None
-    cal = profile.get("calibration")
-    if cal and model.task == "binary" and model.performance.recalibrate:
-        counts = np.asarray(cal["counts"], dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates = np.where(counts > 0, np.asarray(cal["positives"]) / counts, np.nan)
+    pred_num, positive = outputs.numeric, outputs.positive
     return ModelSchema(
         config=model,
         profile=profile,
         numeric=NumericBlock.from_profiles(num, [pf[n] for n in num]),
         categorical=CategoricalBlock.from_profiles(cat, [pf[n] for n in cat]),
-        classes=classes,
+        classes=outputs.classes,
         positive_class=positive,
         prediction_numeric=pred_num,
-        prediction_classes=pred_cls,
-        score=score,
+        prediction_classes=outputs.classes_block,
+        score=outputs.score,
         feature_kinds=kinds,
-        positive_index=classes.index(positive) if positive is not None else -1,
-        calibration_rates=rates,
+        positive_index=outputs.classes.index(positive) if positive is not None else -1,
+        calibration_rates=_calibration_rates(model, profile),
         error_scale=float(pred_num.stds[0])
         if pred_num is not None and pred_num.stds[0] > 0
         else 1.0,

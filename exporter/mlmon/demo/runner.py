@@ -188,36 +188,11 @@ def start_stack(
 ) -> DemoStack:
     """Exporter, Prometheus and Alertmanager on 127.0.0.1 with the repository's bundle."""
     notify = notify or (lambda line: None)
-
-    def on_post(path: str, body: dict[str, Any]) -> None:
-        for a in body.get("alerts", []):
-            notify(
-                f"{path.strip('/')}: {a['status'].upper()} {a['labels'].get('alertname')} "
-                f"{ {k: v for k, v in a['labels'].items() if k != 'alertname'} }"
-            )
-        for att in body.get("attachments", []):
-            notify(f"chat: {att.get('title')}")
-
-    webhooks = WebhookSink(on_post=on_post)
+    webhooks = WebhookSink(on_post=_alert_printer(notify))
     smtp = SmtpSink(on_message=lambda m: notify(f"email: {m['Subject']}"))
     servers: list[stack.Server] = []
     try:
-        exporter = stack.Server(
-            "exporter",
-            [
-                sys.executable,
-                "-m",
-                "mlmon",
-                "serve",
-                "--config",
-                str(config),
-                "--web.listen-address",
-                f"127.0.0.1:{exporter_port}",
-            ],
-            workdir / "exporter.log",
-            f"http://127.0.0.1:{exporter_port}",
-            "/readyz",
-        )
+        exporter = _start_exporter(config, workdir, exporter_port)
         servers.append(exporter)
         am_cfg = stack.alertmanager_config(
             root / "alertmanager/alertmanager.yml",
@@ -232,29 +207,46 @@ def start_stack(
         am = stack.start_alertmanager(am_cfg, workdir / "alertmanager", alertmanager_port)
         servers.append(am)
         rules = stack.overlay_rules(
-            root / "prometheus/rules",
-            workdir / "rules",
-            for_duration=alert_for,
+            root / "prometheus/rules", workdir / "rules", for_duration=alert_for,
             group_interval=interval,
+        )  # fmt: skip
+        prom_cfg = stack.prometheus_config(
+            {"mlmon": [f"127.0.0.1:{exporter_port}"]},
+            rules,
+            alertmanager=f"127.0.0.1:{alertmanager_port}",
+            interval=interval,
         )
-        prom = stack.start_prometheus(
-            stack.prometheus_config(
-                {"mlmon": [f"127.0.0.1:{exporter_port}"]},
-                rules,
-                alertmanager=f"127.0.0.1:{alertmanager_port}",
-                interval=interval,
-            ),
-            workdir / "prometheus",
-            prometheus_port,
-        )
+        prom = stack.start_prometheus(prom_cfg, workdir / "prometheus", prometheus_port)
         servers.append(prom)
     except BaseException:
-        for s in reversed(servers):
-            s.stop()
+        for server in reversed(servers):
+            server.stop()
         webhooks.close()
         smtp.close()
         raise
     return DemoStack(exporter, prom, am, webhooks, smtp, servers)
+
+
+def _alert_printer(notify: Callable[[str], None]) -> Callable[[str, dict[str, Any]], None]:
+    """One line per alert of a webhook notification, one per chat attachment."""
+
+    def on_post(path: str, body: dict[str, Any]) -> None:
+        for a in body.get("alerts", []):
+            notify(
+                f"{path.strip('/')}: {a['status'].upper()} {a['labels'].get('alertname')} "
+                f"{ {k: v for k, v in a['labels'].items() if k != 'alertname'} }"
+            )
+        for att in body.get("attachments", []):
+            notify(f"chat: {att.get('title')}")
+
+    return on_post
+
+
+def _start_exporter(config: Path, workdir: Path, port: int) -> stack.Server:
+    command = [sys.executable, "-m", "mlmon", "serve", "--config", str(config),
+               "--web.listen-address", f"127.0.0.1:{port}"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    return stack.Server("exporter", command, workdir / "exporter.log", url, "/readyz")
 
 
 def _graph_link(prometheus: str, *queries: str) -> str:
@@ -264,7 +256,7 @@ def _graph_link(prometheus: str, *queries: str) -> str:
     return f"{prometheus}/graph?{parts}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mlmon demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="examples/mlmon.yml")
     ap.add_argument(
@@ -290,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--alert-for", default="1m", help="every alert's `for:` in the demo (the rules say 10-15m)"
     )
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return ap
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -300,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         traffic(args.url, args.rate, args.drift_after, args.duration, stop)
         return 0
 
-    root = Path(args.root).resolve()
-    cfg = load_config(args.config)
-    _, exporter_port = split_address(cfg.server.listen_address)
+    _, exporter_port = split_address(load_config(args.config).server.listen_address)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     demo = start_stack(
-        root,
+        Path(args.root).resolve(),
         Path(args.config),
         workdir,
         exporter_port,
@@ -315,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         alert_for=args.alert_for,
         notify=lambda line: print(f"  >> notification {line}", flush=True),
     )
+    try:
+        print(_banner(demo, workdir, args), flush=True)
+        traffic(demo.exporter.url, args.rate, args.drift_after, args.duration, stop)
+    finally:
+        demo.stop()
+    print("demo stopped")
+    return 0
+
+
+def _banner(demo: DemoStack, workdir: Path, args: argparse.Namespace) -> str:
     exp, prom, am = demo.exporter.url, demo.prometheus.url, demo.alertmanager.url
     ks_link = _graph_link(
         prom,
@@ -326,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_version:mlmon_drifted_features:ratio_increase1h",
         "model_version:mlmon_inference_error_ratio:ratio_rate5m",
     )
-    try:
-        print(
-            f"""
+    return f"""
 mlmon demo is running (logs in {workdir}). Open:
   exporter landing page   {exp}/
   model statistics (JSON) {exp}/v1/models/{MODEL}/stats
@@ -339,11 +340,4 @@ mlmon demo is running (logs in {workdir}). Open:
 Traffic: {args.rate:g} events/s (v1 90%, canary v2 10%); income and debt_ratio drift after
 {args.drift_after:g} s, and MLModelFeatureDrift fires a few minutes later (alerts wait
 {args.alert_for} here instead of 15m). Notifications print below. Ctrl-C stops everything.
-""",
-            flush=True,
-        )
-        traffic(exp, args.rate, args.drift_after, args.duration, stop)
-    finally:
-        demo.stop()
-    print("demo stopped")
-    return 0
+"""

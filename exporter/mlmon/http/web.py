@@ -45,6 +45,10 @@ def _json(body: Any, status: int = 200) -> Response:
     )
 
 
+# the views refused outright when no admin token is set
+_ADMIN_VIEWS = frozenset({"put_thresholds", "reload", "rebaseline", "restore_baseline"})
+
+
 def create_app(
     monitor: Monitor,
     registry: CollectorRegistry,
@@ -52,11 +56,20 @@ def create_app(
     api: Api | None = None,
 ) -> Flask:
     app = Flask("mlmon")
-    counters = monitor.counters
     tokens = tokens or Tokens()
     api = api or Api(monitor, registry, tokens)
-    # which token guards which view; admin views are refused when no admin token is set
-    guarded = {
+    _authenticate(app, api, tokens)
+    _baseline_routes(app, monitor, api, tokens)
+    _config_routes(app, monitor, api, tokens)
+    _ingest_routes(app, monitor, api)
+    _read_routes(app, monitor, api)
+    _error_handlers(app, monitor)
+    return app
+
+
+def _guarded(tokens: Tokens) -> dict[str, str | None]:
+    """Which token guards which view."""
+    return {
         "predictions": tokens.ingest,
         "labels": tokens.ingest,
         "metrics": tokens.metrics,
@@ -69,19 +82,12 @@ def create_app(
         "rebaseline": tokens.admin,
         "restore_baseline": tokens.admin,
     }
-    admin_views = {"put_thresholds", "reload", "rebaseline", "restore_baseline"}
 
-    unknown_model_error = api.unknown_model
 
-    def log_admin(action: str, **fields: Any) -> None:
-        """One audit line per admin action: who, which token (by hash), what changed."""
-        audit.info(
-            "who=%s token=%s action=%s %s",
-            request.remote_addr,
-            fingerprint(tokens.admin or ""),
-            action,
-            " ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in fields.items()),
-        )
+def _authenticate(app: Flask, api: Api, tokens: Tokens) -> None:
+    """Before every guarded view: its token, or a refusal (admin views are refused when no
+    admin token is set)."""
+    guarded = _guarded(tokens)
 
     @app.before_request
     def authenticate() -> Response | None:
@@ -90,7 +96,7 @@ def create_app(
             return None
         token = guarded[view]
         if token is None:
-            if view in admin_views:
+            if view in _ADMIN_VIEWS:
                 return _json(
                     {
                         "error": "the admin API is off: no admin token is configured",
@@ -103,29 +109,61 @@ def create_app(
         refused = api.authorize(view, token, request.headers.get("Authorization"))
         return to_response(refused) if refused is not None else None
 
+
+def _log_admin(tokens: Tokens, action: str, **fields: Any) -> None:
+    """One audit line per admin action: who, which token (by hash), what changed."""
+    audit.info(
+        "who=%s token=%s action=%s %s",
+        request.remote_addr,
+        fingerprint(tokens.admin or ""),
+        action,
+        " ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in fields.items()),
+    )
+
+
+def _unknown_model(api: Api, model: str) -> Response:
+    return _json(api.unknown_model(model).body(), 404)
+
+
+def _body_for_api(monitor: Monitor) -> bytes:
+    """The body, unless its declared length is already over the limit (the API refuses it
+    by that length without it being read)."""
+    limit = monitor.config.limits["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        return b""
+    return request.stream.read(limit + 1)
+
+
+def _baseline_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> None:
+    """Admin: re-baseline a model from its window, or put the previous baseline back."""
+
     @app.post("/v1/models/<model>/baseline")
     def rebaseline(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(unknown_model_error(model).body(), 404)
+            return _unknown_model(api, model)
         try:
             result = m.rebaseline(request.args.get("version"))
         except ValueError as e:
             return _json({"error": str(e), "reason": "empty_window", "details": []}, 409)
-        log_admin("rebaseline", result=result)
+        _log_admin(tokens, "rebaseline", result=result)
         return _json(result)
 
     @app.post("/v1/models/<model>/baseline/restore")
     def restore_baseline(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(unknown_model_error(model).body(), 404)
+            return _unknown_model(api, model)
         try:
             result = m.restore_baseline()
         except FileNotFoundError as e:
             return _json({"error": str(e), "reason": "no_backup", "details": []}, 409)
-        log_admin("restore_baseline", result=result)
+        _log_admin(tokens, "restore_baseline", result=result)
         return _json(result)
+
+
+def _config_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> None:
+    """Admin: re-read the config file, or change a model's thresholds at run time."""
 
     @app.post("/-/reload")
     def reload() -> Response:
@@ -140,35 +178,22 @@ def create_app(
                 },
                 400,
             )
-        log_admin("reload", result=result)
+        _log_admin(tokens, "reload", result=result)
         return _json(result)
 
     @app.put("/v1/models/<model>/thresholds")
     def put_thresholds(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(unknown_model_error(model).body(), 404)
+            return _unknown_model(api, model)
         try:
             api.check_length(request.content_length)
             doc = decode_json(
-                api.decoded_body(body_for_api(), request.headers.get("Content-Encoding"))
+                api.decoded_body(_body_for_api(monitor), request.headers.get("Content-Encoding"))
             )
         except BadRequest as e:
             return _json(e.body(), e.status)
-        details = []
-        if type(doc) is not dict or not doc:
-            details.append({"field": "", "message": "expected an object of threshold -> number"})
-        else:
-            for k, v in doc.items():
-                if k not in THRESHOLDS:
-                    details.append(
-                        {
-                            "field": k,
-                            "message": f"unknown threshold (known: {', '.join(THRESHOLDS)})",
-                        }
-                    )
-                elif type(v) not in (int, float) or not math.isfinite(v) or v < 0:
-                    details.append({"field": k, "message": "expected a finite number >= 0"})
+        details = _threshold_errors(doc)
         if details:
             return _json(
                 {
@@ -180,27 +205,34 @@ def create_app(
             )
         before = {k: m.thresholds[k] for k in doc}
         m.thresholds.update({k: float(v) for k, v in doc.items()})
-        log_admin(
-            "put_thresholds",
-            model=model,
-            before=before,
-            after={k: float(v) for k, v in doc.items()},
-        )
+        after = {k: float(v) for k, v in doc.items()}
+        _log_admin(tokens, "put_thresholds", model=model, before=before, after=after)
         return _json({"model": model, "thresholds": dict(m.thresholds)})
 
-    def body_for_api() -> bytes:
-        """The body, unless its declared length is already over the limit (the API refuses
-        it by that length without it being read)."""
-        limit = monitor.config.limits["max_body_bytes"]
-        if request.content_length is not None and request.content_length > limit:
-            return b""
-        return request.stream.read(limit + 1)
+
+def _threshold_errors(doc: Any) -> list[dict[str, str]]:
+    """What is wrong with a body of threshold -> number, field by field."""
+    if type(doc) is not dict or not doc:
+        return [{"field": "", "message": "expected an object of threshold -> number"}]
+    details = []
+    for k, v in doc.items():
+        if k not in THRESHOLDS:
+            details.append(
+                {"field": k, "message": f"unknown threshold (known: {', '.join(THRESHOLDS)})"}
+            )
+        elif type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+            details.append({"field": k, "message": "expected a finite number >= 0"})
+    return details
+
+
+def _ingest_routes(app: Flask, monitor: Monitor, api: Api) -> None:
+    """The ingest API: predictions and labels, in one batch or one event."""
 
     def ingest(handler: Callable[..., Reply], model: str) -> Response:
         return to_response(
             handler(
                 model,
-                body_for_api(),
+                _body_for_api(monitor),
                 request.content_length,
                 request.content_type,
                 request.headers.get("Content-Encoding"),
@@ -216,6 +248,10 @@ def create_app(
     def labels(model: str) -> Response:
         return ingest(api.labels, model)
 
+
+def _read_routes(app: Flask, monitor: Monitor, api: Api) -> None:
+    """What can be read: the models' snapshots, /metrics, health and the landing page."""
+
     @app.get("/v1/models")
     def models() -> Response:
         return _json({"models": [_summary(m) for m in monitor.models.values()]})
@@ -224,7 +260,7 @@ def create_app(
     def model_stats(model: str) -> Response:
         m = monitor.models.get(model)
         if m is None:
-            return _json(unknown_model_error(model).body(), 404)
+            return _unknown_model(api, model)
         return _json(m.stats())
 
     @app.get("/metrics")
@@ -248,6 +284,11 @@ def create_app(
     def landing() -> Response:
         return Response(_landing(monitor), mimetype="text/html")
 
+
+def _error_handlers(app: Flask, monitor: Monitor) -> None:
+    """Every error as JSON; an unexpected one is logged and counted."""
+    counters = monitor.counters
+
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         return _json(
@@ -264,8 +305,6 @@ def create_app(
         log.exception("internal error on %s %s", request.method, request.path)
         counters.count(counters.rejected, (request.endpoint or "unknown", "internal_error"))
         return _json({"error": "internal error", "reason": "internal_error", "details": []}, 500)
-
-    return app
 
 
 def _summary(m: ModelMonitor) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""Drift over the window, per version: how many features were tested and drifted, each
+feature's scores and p-values by method, and the drift of the model's output."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlmon.core.monitor import ModelMonitor, VersionView
+from mlmon.metrics.families import MV, Families
+
+
+def summary(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    r = view.report
+    f.gauge("mlmon_window_events", "Inferences inside the sliding window.", MV).add_metric(
+        mv, view.snapshot.window[m.layout.events.start]
+    )
+    f.gauge(
+        "mlmon_tested_features",
+        "Features with enough values in the window to be tested for drift.",
+        MV,
+    ).add_metric(mv, r.tested_count)
+    f.gauge(
+        "mlmon_drifted_features",
+        "Features drifted in the window (corrected "
+        "p-value below alpha and effect at least its floor).",
+        MV,
+    ).add_metric(mv, r.drifted_count)
+
+
+def features(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    """Scores, p-values and the drifted flag of every feature tested in the window; the
+    samples of each family are added in one call."""
+    r = view.report
+    score = f.gauge(
+        "mlmon_feature_drift_score",
+        "Windowed drift of a feature against "
+        "the baseline, by method (psi, js, ks, wasserstein, chi2).",
+        [*MV, "feature", "method"],
+    )
+    pval = f.gauge(
+        "mlmon_feature_drift_p_value",
+        "Windowed p-value of a feature's drift test (ks or chi2), uncorrected.",
+        [*MV, "feature", "method"],
+    )
+    padj = f.gauge(
+        "mlmon_feature_drift_adjusted_p_value",
+        "The p-value after multiple-testing correction across the model's features.",
+        [*MV, "feature", "method"],
+    )
+    flag = f.gauge(
+        "mlmon_feature_drifted",
+        "1 when the feature counts as drifted in the window, else 0.",
+        [*MV, "feature"],
+    )
+    reported = np.flatnonzero(r.reported).tolist()
+    feats = [r.features[i] for i in reported]
+    for method, arr in r.scores.items():
+        vals = arr[reported].tolist()
+        keep = [k for k, x in enumerate(vals) if x == x]  # not NaN
+        score.add_many([(*mv, feats[k], method) for k in keep], [vals[k] for k in keep])
+    tests = [(*mv, feats[k], r.test[i]) for k, i in enumerate(reported)]
+    pval.add_many(tests, r.p_value[reported])
+    padj.add_many(tests, r.p_adjusted[reported])
+    flag.add_many([(*mv, f_) for f_ in feats], r.drifted[reported].astype(float))
+
+
+def outputs(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    """Drift of the model's output (value, class or score) against the baseline."""
+    pscore = f.gauge(
+        "mlmon_prediction_drift_score",
+        "Windowed drift of the model's output (value, class or score) against the baseline.",
+        [*MV, "output", "method"],
+    )
+    pp = f.gauge(
+        "mlmon_prediction_drift_p_value",
+        "Windowed p-value of the output's drift test.",
+        [*MV, "output", "method"],
+    )
+    pflag = f.gauge(
+        "mlmon_prediction_drifted", "1 when the output counts as drifted.", [*MV, "output"]
+    )
+    for o in view.report.outputs:
+        if np.isnan(o.p_value):
+            continue
+        for method, val in o.scores.items():
+            pscore.add_metric([*mv, o.output, method], val)
+        pp.add_metric([*mv, o.output, "ks" if "ks" in o.scores else "chi2"], o.p_value)
+        pflag.add_metric([*mv, o.output], float(o.drifted))

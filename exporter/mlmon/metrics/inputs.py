@@ -1,0 +1,123 @@
+"""A model's inputs: each feature's baseline distribution, and per version its live values
+(histograms on the baseline's edges, category counts), missing and out-of-range values."""
+
+from __future__ import annotations
+
+from mlmon.core.baseline import OTHER
+from mlmon.core.monitor import ModelMonitor, VersionView
+from mlmon.core.state import Layout
+from mlmon.metrics.families import MV, Families
+
+
+def baseline(f: Families, m: ModelMonitor) -> None:
+    _baseline_values(f, m)
+    _baseline_missing(f, m)
+    _baseline_categories(f, m)
+
+
+def _baseline_values(f: Families, m: ModelMonitor) -> None:
+    num = m.schema.numeric
+    if not len(num):
+        return
+    fam = f.histogram(
+        "mlmon_feature_baseline",
+        "Baseline (training) distribution of a "
+        "numeric feature, on the same buckets as mlmon_feature_value.",
+        ["model", "feature"],
+    )
+    cum = num.coarse_cumulative(num.ref_counts)
+    totals = num.ref_counts.sum(axis=-1)
+    for j, feat in enumerate(num.names):
+        edges = num.coarse_edges[j]
+        fam.add([m.name, feat], edges, cum[j, : len(edges)], totals[j], num.ref_sum[j])
+
+
+def _baseline_missing(f: Families, m: ModelMonitor) -> None:
+    s = m.schema
+    num, cat = s.numeric, s.categorical
+    fam = f.gauge(
+        "mlmon_feature_baseline_missing_ratio",
+        "Share of baseline rows where the feature is missing.",
+        ["model", "feature"],
+    )
+    rows = max(s.baseline_rows, 1)
+    for j, feat in enumerate(num.names):
+        fam.add_metric([m.name, feat], num.ref_missing[j] / rows)
+    for j, feat in enumerate(cat.names):
+        fam.add_metric([m.name, feat], cat.ref_missing[j] / rows)
+
+
+def _baseline_categories(f: Families, m: ModelMonitor) -> None:
+    cat = m.schema.categorical
+    if not len(cat):
+        return
+    fam = f.gauge(
+        "mlmon_feature_baseline_category_ratio",
+        "Share of each category among the baseline's present values.",
+        ["model", "feature", "category"],
+    )
+    for j, feat in enumerate(cat.names):
+        ref = cat.ref_counts[j]
+        n = ref.sum() or 1.0
+        for k, c in enumerate(cat.categories[j]):
+            fam.add_metric([m.name, feat, c], ref[k] / n)
+
+
+def values(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    _numeric(f, m, view, mv)
+    _missing(f, m, view, mv)
+    _categories(f, m, view, mv)
+
+
+def _numeric(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    num, lay, v = m.schema.numeric, m.layout, Layout.view
+    if not len(num):
+        return
+    t, ft = view.snapshot.total, view.snapshot.ftotal
+    fam = f.histogram(
+        "mlmon_feature_value",
+        "Values of a numeric feature; buckets are the baseline's edges.",
+        [*MV, "feature"],
+    )
+    counts = v(t, lay.num_bins)
+    cum = num.coarse_cumulative(counts).tolist()
+    totals = counts.sum(axis=-1).tolist()
+    sums = v(ft, lay.num_sum).tolist()
+    for j, feat in enumerate(num.names):
+        edges = num.coarse_edges[j]
+        fam.add([*mv, feat], edges, cum[j][: len(edges)], totals[j], sums[j])
+    fam = f.counter(
+        "mlmon_feature_out_of_range",
+        "Values of a numeric feature outside the baseline's [min, max].",
+        [*MV, "feature"],
+    )
+    oor = v(t, lay.num_below) + v(t, lay.num_above)
+    fam.add_many([(*mv, feat) for feat in num.names], oor)
+
+
+def _missing(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    s, lay, v = m.schema, m.layout, Layout.view
+    t = view.snapshot.total
+    miss = f.counter(
+        "mlmon_feature_missing",
+        "Missing values (absent, null, NaN, infinite) of a feature.",
+        [*MV, "feature"],
+    )
+    miss.add_many([(*mv, feat) for feat in s.numeric.names], v(t, lay.num_missing))
+    miss.add_many([(*mv, feat) for feat in s.categorical.names], v(t, lay.cat_missing))
+
+
+def _categories(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    cat, lay, v = m.schema.categorical, m.layout, Layout.view
+    if not len(cat):
+        return
+    fam = f.counter(
+        "mlmon_feature_category",
+        "Values of a categorical feature; "
+        f"categories outside the baseline vocabulary count as {OTHER}.",
+        [*MV, "feature", "category"],
+    )
+    cc = v(view.snapshot.total, lay.cat_bins)
+    for j, feat in enumerate(cat.names):
+        cs = cat.categories[j]
+        fam.add_many([(*mv, feat, c) for c in cs], cc[j, : len(cs)])

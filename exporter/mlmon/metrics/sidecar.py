@@ -1,0 +1,196 @@
+"""The sidecar's own metrics: its build, its HTTP servers, the ingest API, snapshots, limits,
+and the proxy's counters (read from shared memory, never from the proxy module)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from mlmon import __version__
+from mlmon.capture.counters import DURATION_BUCKETS, ProxyStats
+from mlmon.capture.protocols import PROTOCOLS
+from mlmon.core.monitor import Monitor
+from mlmon.metrics.exposition import Family
+from mlmon.metrics.families import counter, gauge, histogram
+
+
+def exporter_families(monitor: Monitor, proxy: ProxyStats | None) -> Iterator[Family]:
+    """The exporter's families, with the proxy's closed connections beside its own."""
+    yield _build_info()
+    c = monitor.counters
+    with c.lock:
+        requests = dict(c.requests)
+        rejected = dict(c.rejected)
+        events = dict(c.events)
+        rejected_events = dict(c.rejected_events)
+        limits = dict(c.limit_hits)
+        closed = {("exporter", r): v for r, v in c.connections_closed.items()}
+    if proxy is not None:
+        closed.update((("proxy", r), v) for r, v in proxy.snapshot()["connections_closed"].items())
+    yield _connections_closed(closed)
+    yield from _ingest(monitor, requests, rejected, events, rejected_events)
+    yield from _snapshots(monitor)
+    yield _by_key(
+        counter("mlmon_limit_hits", "Times a configured limit was reached.", labels=["limit"]),
+        limits,
+    )
+
+
+def _build_info() -> Family:
+    build = gauge(
+        "mlmon_build_info", "mlmon build information.", labels=["version", "python_version"]
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    return build
+
+
+def _by_key(fam: Family, counts: dict[Any, float]) -> Family:
+    """One sample per key of ``counts``, in key order; a tuple key holds several labels."""
+    for k, v in sorted(counts.items()):
+        fam.add_metric(list(k) if isinstance(k, tuple) else [k], v)
+    return fam
+
+
+def _connections_closed(closed: dict[tuple[str, str], float]) -> Family:
+    return _by_key(
+        counter(
+            "mlmon_http_connections_closed",
+            "Connections the exporter's or the proxy's HTTP server closed, by reason: "
+            "timeouts, evictions at the connection cap, malformed or oversized heads.",
+            labels=["server", "reason"],
+        ),
+        closed,
+    )
+
+
+def _ingest(
+    monitor: Monitor,
+    requests: dict[str, float],
+    rejected: dict[tuple[str, str], float],
+    events: dict[str, float],
+    rejected_events: dict[str, float],
+) -> Iterator[Family]:
+    yield _by_key(
+        counter(
+            "mlmon_ingest_requests",
+            "Requests received by the ingest API, by endpoint.",
+            labels=["endpoint"],
+        ),
+        requests,
+    )
+    yield _by_key(
+        counter(
+            "mlmon_ingest_rejected_requests",
+            "Ingest requests refused, by endpoint and reason.",
+            labels=["endpoint", "reason"],
+        ),
+        rejected,
+    )
+    fam = counter("mlmon_ingest_events", "Events accepted and applied.", labels=["model"])
+    fam_r = counter(
+        "mlmon_ingest_rejected_events",
+        "Events refused as invalid (in refused batches or partial acceptance).",
+        labels=["model"],
+    )
+    for name in monitor.models:
+        fam.add_metric([name], events.get(name, 0))
+        fam_r.add_metric([name], rejected_events.get(name, 0))
+    yield fam
+    yield fam_r
+
+
+def _snapshots(monitor: Monitor) -> Iterator[Family]:
+    yield _by_key(
+        counter(
+            "mlmon_snapshot_writes",
+            "Snapshots of the state written, by outcome (ok, error).",
+            labels=["outcome"],
+        ),
+        monitor.snapshot_writes,
+    )
+    yield _by_key(
+        counter(
+            "mlmon_snapshot_restores",
+            "Models whose state was read back "
+            "at start, by outcome (restored, none, corrupt, "
+            "incompatible).",
+            labels=["outcome"],
+        ),
+        monitor.snapshot_restores,
+    )
+    yield gauge(
+        "mlmon_snapshot_last_success_timestamp_seconds",
+        "When the last snapshot was written (0: never).",
+        value=monitor.last_snapshot,
+    )
+
+
+def proxy_families(p: ProxyStats) -> Iterator[Family]:
+    snap = p.snapshot()
+    yield from _proxied_requests(snap)
+    yield _by_key(
+        counter(
+            "mlmon_proxy_upstream_failures",
+            "Requests the upstream model server did not answer, by reason.",
+            labels=["reason"],
+        ),
+        snap["upstream_failures"],
+    )
+    yield from _capture(snap)
+
+
+def _proxied_requests(snap: dict[str, Any]) -> Iterator[Family]:
+    yield _by_key(
+        counter(
+            "mlmon_proxy_requests",
+            "Requests through the proxy, by payload protocol and the status returned "
+            "(the upstream's, or 502/504 when the proxy answered itself).",
+            labels=["protocol", "code"],
+        ),
+        snap["requests"],
+    )
+    counts, sums = snap["durations"], snap["duration_sums"]
+    fam = histogram(
+        "mlmon_proxy_request_duration_seconds",
+        "Time from a request's arrival at the proxy to the end of its response, by "
+        "payload protocol.",
+        ["protocol"],
+    )
+    for proto in PROTOCOLS:
+        fam.add(
+            [proto],
+            DURATION_BUCKETS,
+            np.cumsum(counts[proto][:-1]),
+            sum(counts[proto]),
+            sums[proto],
+        )
+    yield fam
+
+
+def _capture(snap: dict[str, Any]) -> Iterator[Family]:
+    yield _by_key(
+        counter(
+            "mlmon_proxy_capture_failures",
+            "Proxied inference calls (or parts of them) that gave no events, by reason; the "
+            "caller's response is never affected.",
+            labels=["reason"],
+        ),
+        snap["capture_failures"],
+    )
+    captured = snap["captured"]
+    fam = counter(
+        "mlmon_proxy_captured_requests",
+        "Proxied inference calls turned into events, by payload protocol.",
+        labels=["protocol"],
+    )
+    for proto in PROTOCOLS[:-1]:
+        fam.add_metric([proto], captured.get(proto, 0))
+    yield fam
+    yield gauge(
+        "mlmon_proxy_capture_queue_length",
+        "Proxied calls waiting for capture (bounded by proxy.queue_size).",
+        value=snap["queue_length"],
+    )
