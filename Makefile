@@ -49,6 +49,12 @@ test: setup model-servers lint
 demo: setup
 	$(PY) -m mlmon demo --config examples/mlmon.yml
 
+# Rules, dashboards and the PrometheusRule from bundle/params.py (`python -m bundle --check`
+# tells whether the committed files are up to date).
+.PHONY: generate
+generate: $(STAMP)
+	$(PY) -m bundle
+
 bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) bench/memory.py

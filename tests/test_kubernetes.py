@@ -17,6 +17,9 @@ from helpers import require_binary
 from mlmon.core.config import load_config, split_address
 from mlmon.core.monitor import Monitor
 
+from bundle import outputs
+from bundle.params import Params
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
 
@@ -35,7 +38,11 @@ def load(name: str) -> dict:
 def test_generated_manifests_are_up_to_date():
     gen = _generator()
     for name, render in gen.OUTPUTS.items():
-        assert (K8S / name).read_text() == render(), f"run python deploy/kubernetes/{name}"
+        assert (K8S / name).read_text() == render(), "run python -m bundle"
+    # and the bundle hands the generator the rules it renders, with the same result
+    rendered = outputs.render(Params())
+    for name in gen.OUTPUTS:
+        assert rendered[Path("deploy/kubernetes") / name] == (K8S / name).read_text()
 
 
 def test_the_prometheusrule_holds_exactly_the_rule_bundle(tmp_path):
@@ -200,7 +207,9 @@ def test_the_pieces_fit_together(tmp_path):
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "mlmon"  # the alerts' job
+    # the job the alerts and dashboards select (bundle/params.py)
+    job = svc["metadata"]["labels"][sm["spec"]["jobLabel"]]
+    assert Params().job_selector == f'job="{job}"'
     sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "mlmon")
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     svc_ports = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}

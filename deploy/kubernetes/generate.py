@@ -5,7 +5,9 @@
 - prometheusrule.yaml: every group of prometheus/rules/*.yml as a prometheus-operator
   PrometheusRule, so the operator's Prometheus evaluates the same rules as the bundle.
 
-Run from anywhere: ``python deploy/kubernetes/generate.py``.
+``python -m bundle`` (or ``make generate``) runs this with the rest of the bundle, handing
+it the rule groups it has just rendered; ``python deploy/kubernetes/generate.py`` alone
+reads the committed rule files.
 """
 
 from __future__ import annotations
@@ -55,18 +57,19 @@ def configmap() -> str:
 
 
 def rule_groups() -> list[dict]:
+    """The committed rule bundle, file by file."""
     groups: list[dict] = []
     for path in sorted((ROOT / "prometheus/rules").glob("*.yml")):
         groups += yaml.safe_load(path.read_text())["groups"]
     return groups
 
 
-def prometheusrule() -> str:
+def prometheusrule(groups: list[dict] | None = None) -> str:
     doc = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "mlmon", "labels": {"app.kubernetes.io/name": "mlmon"}},
-        "spec": {"groups": rule_groups()},
+        "spec": {"groups": rule_groups() if groups is None else groups},
     }
     return HEADER.format(src="prometheus/rules/*.yml") + dump(doc)
 
