@@ -9,7 +9,7 @@ import pytest
 from helpers import FakeClock, make_env, parse_metrics
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlmon.core.events import BadRequest
+from mlmon.core.decoding import BadRequest
 from mlmon.demo import synthetic
 from test_ingest import fingerprint, same_state
 

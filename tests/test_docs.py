@@ -9,7 +9,7 @@ from mlmon.capture.counters import UPSTREAM_FAILURES, ProxyStats
 from mlmon.capture.protocols import CAPTURE_FAILURES, PROTOCOLS
 from mlmon.cli import build_registry
 from mlmon.core.config import LIMIT_DEFAULTS, THRESHOLDS, ProxySettings, load_config
-from mlmon.core.events import REJECT_REASONS
+from mlmon.core.decoding import REJECT_REASONS
 from mlmon.core.monitor import Monitor
 from mlmon.demo import synthetic
 from test_tasks import _monitor, _rows

@@ -447,7 +447,7 @@ def test_many_version_names_cost_a_few_deltas(small_env, monkeypatch):
 def test_gunzip_reads_every_member_and_refuses_what_is_no_gzip():
     """The bounded decompressor reads what `gzip.decompress` reads (several members), and
     refuses trailing bytes, truncation and output past the limit."""
-    from mlmon.core.events import BadRequest, gunzip
+    from mlmon.core.decoding import BadRequest, gunzip
 
     a, b = gzip.compress(b'{"x": '), gzip.compress(b"1}")
     assert gunzip(a + b, 100) == gzip.decompress(a + b) == b'{"x": 1}'

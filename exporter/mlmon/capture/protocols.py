@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlmon.core.config import NAME_RE, ProxySettings, RouteSettings
-from mlmon.core.events import BadRequest, decode_json, gunzip
+from mlmon.core.decoding import BadRequest, decode_json, gunzip
 from mlmon.core.schema import ModelSchema
 
 # The bounded vocabulary of `protocol` labels; "none" is traffic that is only forwarded.

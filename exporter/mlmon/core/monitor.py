@@ -16,6 +16,7 @@ import numpy as np
 
 from mlmon.core import rebaseline, snapshot
 from mlmon.core.baseline import OTHER, BaselineError, load_profile
+from mlmon.core.columns import parse_columns
 from mlmon.core.config import (
     CLOSE_REASONS,
     LIMIT_DEFAULTS,
@@ -25,7 +26,9 @@ from mlmon.core.config import (
     label_text,
     load_config,
 )
-from mlmon.core.events import REJECT_REASONS, BadRequest, Batch, parse_columns, parse_events
+from mlmon.core.decoding import REJECT_REASONS, BadRequest
+from mlmon.core.events import parse_events
+from mlmon.core.fields import Batch
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
@@ -107,7 +110,7 @@ class ModelMonitor:
         return batch, details
 
     def ingest_columns(self, columns: Any) -> Batch:
-        """A columnar batch (see `events.parse_columns`), applied whole."""
+        """A columnar batch (see `columns.parse_columns`), applied whole."""
         batch = parse_columns(columns, self.schema, self.limits)
         if self.schema.config.sensitive_attributes:
             batch.group_idx = self._group_indices(batch.groups)

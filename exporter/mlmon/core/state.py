@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlmon.core.config import FAILURE_REASONS, label_text
-from mlmon.core.events import Batch
+from mlmon.core.fields import Batch
 from mlmon.core.schema import ModelSchema, NumericBlock
 
 # Inference latency buckets: 1 ms to 10 s covers in-process models to heavy GPU batches

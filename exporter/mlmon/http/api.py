@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from mlmon.core.events import BadRequest, decode_events, gunzip
+from mlmon.core.decoding import BadRequest, decode_events, gunzip
 from mlmon.core.groundtruth import OUTCOMES
 from mlmon.core.monitor import ModelMonitor, Monitor
 from mlmon.http.auth import Tokens

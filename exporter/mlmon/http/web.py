@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from mlmon import __version__
 from mlmon.core.config import THRESHOLDS, ConfigError
-from mlmon.core.events import BadRequest, decode_json
+from mlmon.core.decoding import BadRequest, decode_json
 from mlmon.core.monitor import ModelMonitor, Monitor
 from mlmon.http.api import Api, Reply
 from mlmon.http.auth import Tokens, fingerprint

@@ -1,0 +1,165 @@
+"""What both forms of a batch (rows in `events`, columns in `columns`) share: the Batch
+they produce, the error collector, and the checks of one field value, so both accept and
+refuse exactly the same values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlmon.core.config import FAILURE_REASONS, NAME_RE
+from mlmon.core.decoding import MAX_DETAILS
+from mlmon.core.schema import ModelSchema
+
+NUMBER_TYPES = frozenset({int, float, type(None)})
+CATEGORY_TYPES = (str, int, bool)
+REASON_INDEX = {r: i for i, r in enumerate(FAILURE_REASONS)}
+
+
+@dataclass
+class Batch:
+    """The accepted events of one request as arrays, in request order."""
+
+    n: int
+    versions: list[str]
+    ok: np.ndarray  # [N] bool: inference succeeded (inputs and outputs are profiled)
+    x_num: np.ndarray  # [N, F] float, NaN = missing
+    cat_idx: np.ndarray  # [N, G] int, -1 = missing
+    pred_value: np.ndarray  # [N] float (regression), NaN = missing
+    pred_idx: np.ndarray  # [N] int (classification), -1 = missing
+    score: np.ndarray  # [N] float, NaN = none
+    latency: np.ndarray  # [N] float, NaN = not reported
+    failure: np.ndarray  # [N] int reason index, -1 = succeeded
+    ids: list[Any]
+    timestamps: list[Any]
+    groups: list[dict[str, str] | None]
+    group_idx: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
+
+
+def type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+class Errors:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.bad: set[int] = set()
+
+    def add(self, index: int, field: str, message: str) -> None:
+        self.bad.add(index)
+        if len(self.items) < MAX_DETAILS:
+            self.items.append({"index": index, "field": field, "message": message})
+
+
+def finite_number(v: Any) -> bool:
+    t = type(v)
+    if t is float:
+        return math.isfinite(v)
+    return t is int and v.bit_length() < 1024  # larger integers are no float
+
+
+# Checks of one value of an event field, shared by the row and the columnar forms so both
+# accept and refuse exactly the same values: each returns what is wrong, or None.
+
+
+def bad_error(v: Any, max_str: int) -> str | None:
+    if type(v) is not str or len(v) > max_str:
+        return f"expected null or a string of at most {max_str} characters"
+    return None
+
+
+def bad_class(v: Any, max_str: int) -> bool:
+    """A class, category or group: a string of at most max_str characters, a 64-bit integer
+    or a boolean (label values stay short)."""
+    t = type(v)
+    if t is str:
+        return len(v) > max_str
+    if t is int:
+        return v.bit_length() > 64
+    return t is not bool
+
+
+def bad_prediction(v: Any, classification: bool, max_str: int) -> str | None:
+    if classification:
+        if bad_class(v, max_str):
+            return f"expected a class (string or integer), got {type_name(v)}"
+        return None
+    if type(v) not in (int, float):
+        return f"expected a number, got {type_name(v)}"
+    if type(v) is int and v.bit_length() >= 1024:
+        return "number out of range"
+    return None
+
+
+def bad_version(v: Any) -> str | None:
+    if type(v) is not str or not NAME_RE.match(v):
+        return "expected 1-64 characters of letters, digits, _ . : -"
+    return None
+
+
+def bad_id(v: Any, max_str: int) -> str | None:
+    t = type(v)
+    if (t is str and len(v) <= max_str) or (t is int and v.bit_length() <= 64):
+        return None
+    return f"expected a string of at most {max_str} characters or a 64-bit integer"
+
+
+def bad_timestamp(v: Any) -> str | None:
+    return None if finite_number(v) else "expected seconds since the epoch as a number"
+
+
+def bad_latency(v: Any) -> str | None:
+    return None if finite_number(v) and v >= 0 else "expected a non-negative number"
+
+
+def bad_score(v: Any) -> str | None:
+    if type(v) not in (int, float) or not 0.0 <= v <= 1.0:
+        return "probabilities must be numbers in [0, 1]"
+    return None
+
+
+def check_scores(errs: Errors, i: int, v: Any, classification: bool) -> None:
+    if not classification:
+        errs.add(i, "scores", "only classification models have class scores")
+        return
+    values = v.values() if type(v) is dict else [v]
+    if type(v) is not dict and type(v) not in (int, float):
+        errs.add(i, "scores", "expected an object of class -> probability, or a number")
+        return
+    for s in values:
+        if msg := bad_score(s):
+            errs.add(i, "scores", msg)
+            return
+
+
+def tracked_score(s: Any, schema: ModelSchema) -> float:
+    """The positive class's probability for a binary model, the top probability otherwise."""
+    if type(s) is not dict:
+        return float(s)
+    if not s:
+        return math.nan
+    if schema.positive_class is not None:
+        if schema.positive_class in s:
+            return float(s[schema.positive_class])
+        if len(s) == 1:
+            return 1.0 - float(next(iter(s.values())))
+    return float(max(s.values()))
+
+
+def failure_index(error: str) -> int:
+    head = error.strip().split(":", 1)[0].split(None, 1)
+    key = head[0].lower() if head else ""
+    return REASON_INDEX.get(key, REASON_INDEX["other"])
