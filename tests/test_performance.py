@@ -399,3 +399,35 @@ def test_group_cardinality_is_bounded(tmp_path, binary_env):
     )
     assert m.group_names[0] == ["g0", "g1", "g2", "__other__"]
     assert mon.counters.limit_hits["max_groups"] == 47
+
+
+def test_the_champion_is_the_first_version_and_a_half_share_canary_does_not_take_it(binary_env):
+    """v1 serves alone, then a canary v2 that is 6 points less accurate takes about half of
+    the traffic, then more than half: v1 stays the champion at every step and the alert's
+    condition (a negative difference with p below challenger_p_value_max) holds."""
+    mon = binary_env.monitor(FakeClock())
+    m = mon.models[MODEL]
+    rng = np.random.default_rng(5)
+
+    def round_(n: int, seed: int, canary_share: float) -> None:
+        rows = _events(binary_env, n, seed=seed, prefix=f"h{seed}-")
+        for r in rows:
+            r["version"] = "v2" if rng.random() < canary_share else "v1"
+        _post(m, rows)
+        labels = []
+        for r in rows:
+            acc = 0.84 if r["version"] == "v2" else 0.9
+            y = r["prediction"] if rng.random() < acc else 1 - r["prediction"]
+            labels.append({"id": r["id"], "label": y})
+        m.ingest_labels(labels)
+
+    round_(500, 1, canary_share=0.0)
+    for seed, share in enumerate([0.5, 0.5, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6], start=2):
+        round_(1_500, seed, canary_share=share)
+        comps = m.comparisons(m.views())
+        assert [(c.champion, c.challenger) for c in comps] == [("v1", "v2")]
+    events = {v.snapshot.version: v.snapshot.window[m.layout.events.start] for v in m.views()}
+    assert events["v2"] > events["v1"]  # the canary carries more traffic than the champion
+    c = comps[0]
+    assert c.accuracy_difference < -0.03
+    assert c.p_value < m.thresholds["challenger_p_value_max"]

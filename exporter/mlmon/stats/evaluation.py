@@ -153,14 +153,17 @@ class Comparison:
 def compare_versions(
     schema: ModelSchema, layout: Layout, windows: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> list[Comparison]:
-    """The champion (configured, else the version with the most traffic in the window)
-    against every other version."""
+    """The champion against every other version. The champion is the configured version,
+    else the first version seen that has traffic in the window: ``windows`` come in the
+    order their versions were first seen, so the roles do not flip with traffic share (a
+    50% canary stays the challenger) and change only when the champion stops serving."""
     versions = {k: w for k, w in windows.items() if k != OTHER}
     if len(versions) < 2:
         return []
     champion = schema.config.performance.champion
     if champion not in versions:
-        champion = max(versions, key=lambda k: versions[k][0][layout.events.start])
+        serving = (k for k, (w, _) in versions.items() if w[layout.events.start] > 0)
+        champion = next(serving, next(iter(versions)))
     cw, cf = versions[champion]
     min_labels = schema.config.performance.min_labels
     out = []
