@@ -6,12 +6,14 @@ and local receivers that print every notification — then feeds the exporter sy
 traffic until Ctrl-C. `mlmon demo --traffic-only --url URL` only sends the traffic (as the
 docker-compose stack's demo-model service does).
 
-The workload: version v1 takes 90% of the traffic and a worse canary v2 10%; 1% of
-inferences fail; `months_employed` is missing 2% of the time; ground-truth labels come back
-10 seconds later, shuffled, with a few for unknown ids. After `--drift-after` seconds
-applicants earn less and carry more debt (two features move by one standard deviation),
-5% come from a country the model never saw, a quarter of the outcomes no longer follow the
-scores (accuracy falls), and the model selects group f of `gender` less often than m.
+The workload: version v1 takes 90% of the traffic and a canary v2 10%; 1% of inferences
+fail; `months_employed` is missing 2% of the time; ground-truth labels come back 10 seconds
+later, shuffled, with a few for unknown ids. Until `--drift-after` seconds the model is
+healthy and no alert fires (examples/mlmon.yml sets this model's F1 and false-negative
+limits below its training values: F1 0.38, FNR 0.73). Then applicants earn less and carry
+more debt (two features move by one standard deviation), 5% come from a country the model
+never saw, a quarter of the outcomes no longer follow the scores (accuracy falls), the
+model selects group f of `gender` less often than m, and the canary turns worse than v1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 import orjson
 
-from mlmon.core.config import load_config, split_address
+from mlmon.core.config import ConfigError, load_config, split_address
 from mlmon.demo import stack, synthetic
 from mlmon.demo.sinks import SmtpSink, WebhookSink
 
@@ -59,8 +62,8 @@ def demo_events(
         e["version"] = "v2" if rng.random() < 0.1 else "v1"
         e["groups"] = {"gender": "f" if rng.random() < 0.5 else "m"}
         e["latency_seconds"] = float(rng.gamma(2.0, 0.02 if e["version"] == "v1" else 0.03))
-        if e["version"] == "v2" and rng.random() < 0.2:
-            e["prediction"] = 1 - e["prediction"]  # the canary is a worse model
+        if drifting and e["version"] == "v2" and rng.random() < 0.2:
+            e["prediction"] = 1 - e["prediction"]  # the canary turns worse
         if (
             drifting
             and e["groups"]["gender"] == "f"
@@ -249,11 +252,30 @@ def _start_exporter(config: Path, workdir: Path, port: int) -> stack.Server:
     return stack.Server("exporter", command, workdir / "exporter.log", url, "/readyz")
 
 
-def _graph_link(prometheus: str, *queries: str) -> str:
+def _graph_link(ui: str, *queries: str) -> str:
     parts = "&".join(
         f"g{i}.expr={quote(q)}&g{i}.tab=0&g{i}.range_input=30m" for i, q in enumerate(queries)
     )
-    return f"{prometheus}/graph?{parts}"
+    return f"{ui}/graph?{parts}"
+
+
+def _prometheus_ui(prometheus: str) -> str:
+    """Where this Prometheus serves its pages: Debian's build has only the classic UI,
+    under /classic (its /alerts is a 404)."""
+    for prefix in ("", "/classic"):
+        try:
+            with urllib.request.urlopen(f"{prometheus}{prefix}/alerts", timeout=2) as r:
+                if r.status == 200:
+                    return prometheus + prefix
+        except OSError:
+            continue
+    return prometheus
+
+
+def _missing_bundle(root: Path) -> list[str]:
+    """The repository files the native stack needs that `root` lacks."""
+    needed = ("prometheus/rules", "alertmanager/alertmanager.yml", "alertmanager/templates")
+    return [name for name in needed if not (root / name).exists()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -295,11 +317,27 @@ def main(argv: list[str] | None = None) -> int:
         traffic(args.url, args.rate, args.drift_after, args.duration, stop)
         return 0
 
-    _, exporter_port = split_address(load_config(args.config).server.listen_address)
+    root = Path(args.root).resolve()
+    missing = _missing_bundle(root)
+    if missing:
+        print(
+            f"mlmon demo: {root} is not an mlmon repository (no {', '.join(missing)}). The "
+            "demo runs the repository's rules and routes: run it from a clone, or pass "
+            "--root PATH_TO_THE_CLONE (and --config). `mlmon demo --traffic-only --url URL` "
+            "needs neither.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        _, exporter_port = split_address(load_config(args.config).server.listen_address)
+    except ConfigError as e:
+        print(f"mlmon demo: {e}\n(--config names the demo's config; the repository's is "
+              "examples/mlmon.yml)", file=sys.stderr)  # fmt: skip
+        return 2
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     demo = start_stack(
-        Path(args.root).resolve(),
+        root,
         Path(args.config),
         workdir,
         exporter_port,
@@ -318,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _banner(demo: DemoStack, workdir: Path, args: argparse.Namespace) -> str:
-    exp, prom, am = demo.exporter.url, demo.prometheus.url, demo.alertmanager.url
+    exp, am = demo.exporter.url, demo.alertmanager.url
+    prom = _prometheus_ui(demo.prometheus.url)
     ks_link = _graph_link(
         prom,
         "model_version_feature:mlmon_feature_drift_ks:increase1h",
@@ -336,7 +375,8 @@ mlmon demo is running (logs in {workdir}). Open:
   Prometheus alerts       {prom}/alerts
   feature drift (KS)      {ks_link}
   drifted share, errors   {share_link}
-  Alertmanager            {am}/#/alerts
+  Alertmanager (API)      {am}/api/v2/alerts
+                          or: amtool alert query --alertmanager.url={am}
 Traffic: {args.rate:g} events/s (v1 90%, canary v2 10%); income and debt_ratio drift after
 {args.drift_after:g} s, and MLModelFeatureDrift fires a few minutes later (alerts wait
 {args.alert_for} here instead of 15m). Notifications print below. Ctrl-C stops everything.
