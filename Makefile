@@ -1,6 +1,7 @@
 # `make demo` and `make test` each set up everything they need on a fresh Debian machine:
-# a virtualenv with the package and its dev extras, and Debian's Prometheus and
-# Alertmanager packages (for promtool, amtool and the integration tests).
+# a virtualenv with the package and its dev extras, and Debian's Prometheus, Alertmanager
+# (promtool, amtool and the integration tests) and docker-compose 1.29 (to check the compose
+# file offline) packages.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -18,11 +19,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+	    || ! command -v docker-compose >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null; \
+	    prometheus prometheus-alertmanager docker-compose >/dev/null; \
 	fi
 	@promtool --version 2>&1 | head -1
 

@@ -3,6 +3,7 @@ conventions (pinned images, healthchecks, loopback-only ports, mounts that exist
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,48 @@ def test_mounted_files_exist_and_configs_point_at_services():
         v.endswith(":" + dash_path + ":ro") or v.split(":")[1] == dash_path
         for v in SERVICES["grafana"]["volumes"]
     )
+
+
+def test_docker_compose_1_29_accepts_the_file():
+    """Debian's docker-compose (1.29) checks keys and types offline; it refuses what
+    Compose v2 alone knows, such as a top-level `name:`."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed; `make test` installs Debian's package")
+    res = subprocess.run(
+        [exe, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _build_context() -> dict[str, int]:
+    """Files the Docker client sends as the build context, with their sizes, as the client
+    itself evaluates .dockerignore."""
+    from docker.utils.build import exclude_paths
+
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    files = {}
+    for rel in exclude_paths(str(ROOT), patterns, dockerfile="exporter/Dockerfile"):
+        path = ROOT / rel
+        if path.is_file():
+            files[rel] = path.stat().st_size
+    return files
+
+
+def test_the_build_context_is_the_sources_only():
+    files = _build_context()
+    for copied in ("pyproject.toml", "README.md", "exporter/mlmon/cli.py", "exporter/Dockerfile"):
+        assert copied in files, copied
+    assert not [f for f in files if f.startswith((".venv", ".git/", "tests/", "bench/"))]
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert sum(files.values()) < 2 * 1024 * 1024, sorted(files, key=files.get)[-5:]
+
+
+def test_the_base_image_is_pinned_to_an_exact_release():
+    base = next(
+        line.split()[1]
+        for line in (ROOT / "exporter/Dockerfile").read_text().splitlines()
+        if line.startswith("FROM ")
+    )
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", base), base

@@ -401,9 +401,11 @@ class ModelState:
         names = self._folded(batch.versions)
         for i, v in enumerate(batch.versions):
             groups.setdefault(names[v], []).append(i)
-        # The deltas are computed outside the lock; only the additions hold it.
+        # The deltas are computed outside the lock; only the additions hold it. Versions new
+        # in this batch are created in order of their share of it: the order versions were
+        # first seen names the default champion, and within one batch that is the majority.
         deltas = []
-        for version, rows in groups.items():
+        for version, rows in sorted(groups.items(), key=lambda item: -len(item[1])):
             sel: np.ndarray | slice = slice(None) if len(groups) == 1 else np.asarray(rows)
             deltas.append((version, *batch_delta(self.layout, self.schema, batch, sel)))
         with self.lock:
