@@ -184,6 +184,8 @@ def _semantic(text: str) -> tuple[dict, dict]:
         if fam.name.startswith("process_"):  # the process's own CPU and memory move
             continue
         fams[fam.name] = (fam.type, fam.documentation)
+        if fam.name == "mlmon_scrape_render_seconds":  # each render adds its own time
+            continue
         for s in fam.samples:
             key = (s.name, tuple(sorted(s.labels.items())))
             assert key not in samples, key
@@ -257,3 +259,19 @@ def generate_latest_of(metrics) -> str:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Fixed())
     return generate_latest(reg).decode()
+
+
+def test_every_render_is_timed_and_exported_by_the_next_scrape(tmp_path):
+    from helpers import parse_metrics
+    from mlmon.cli import build_exposition
+    from test_docs import loaded_monitors
+
+    mon = loaded_monitors(tmp_path)[0]
+    _registry, render = build_exposition(mon)
+    for n in range(4):
+        samples = parse_metrics(render().decode())
+        count = samples[("mlmon_scrape_render_seconds_count", ())]
+        assert count == n  # the renders before this one
+        assert samples[("mlmon_scrape_render_seconds_bucket", (("le", "+Inf"),))] == n
+    total = samples[("mlmon_scrape_render_seconds_sum", ())]
+    assert 0 < total < 10

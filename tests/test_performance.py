@@ -431,3 +431,48 @@ def test_the_champion_is_the_first_version_and_a_half_share_canary_does_not_take
     c = comps[0]
     assert c.accuracy_difference < -0.03
     assert c.p_value < m.thresholds["challenger_p_value_max"]
+
+
+def test_the_baseline_regression_error_is_exported_and_optional(tmp_path):
+    """mlmon_baseline_regression_error equals scikit-learn's MAE and RMSE on the training
+    rows; a profile written before the field existed still loads and exports none."""
+    from mlmon.core.baseline import content_hash, dumps, load_profile
+    from test_tasks import _monitor, _rows
+
+    mon = _monitor(tmp_path, "regression")
+    train = _rows(4_000, 1)
+    y = [r["label"] for r in train]
+    p = [r["prediction"] for r in train]
+    registry = build_registry(mon)
+    for metric, expected in (
+        ("mae", skm.mean_absolute_error(y, p)),
+        ("rmse", np.sqrt(skm.mean_squared_error(y, p))),
+    ):
+        got = registry.get_sample_value(
+            "mlmon_baseline_regression_error", {"model": "m", "metric": metric}
+        )
+        assert got == pytest.approx(expected, rel=1e-12)
+
+    path = mon.models["m"].schema.config.baseline
+    old = load_profile(path)
+    del old["regression_error"]
+    old["hash"] = content_hash(old)
+    path.write_text(dumps(old))
+    cfg = load_config(tmp_path / "c.yml")
+    registry = build_registry(Monitor(cfg))
+    names = {s.name for fam in registry.collect() for s in fam.samples}
+    assert "mlmon_prediction_baseline_bucket" in names  # the old profile serves
+    assert "mlmon_baseline_regression_error" not in names
+
+
+def test_versions_first_seen_in_one_batch_are_ordered_by_their_share(binary_env):
+    """A batch that starts with a canary's event still makes the majority version the
+    champion: within a batch, versions are first seen in order of their share."""
+    mon = binary_env.monitor(FakeClock())
+    m = mon.models[MODEL]
+    rows = _events(binary_env, 200, seed=77, prefix="o-")
+    for i, r in enumerate(rows):
+        r["version"] = "canary" if i % 10 == 0 else "main"  # the first event is the canary's
+    _post(m, rows)
+    assert [v.snapshot.version for v in m.views()] == ["main", "canary"]
+    assert [(c.champion, c.challenger) for c in m.comparisons(m.views())] == [("main", "canary")]

@@ -10,6 +10,7 @@ import json
 import random
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import tfserving
@@ -445,3 +446,23 @@ def test_bodies_over_the_capture_limit_are_forwarded_not_captured(tmp_path):
     finally:
         exporter.stop()
         upstream.shutdown()
+
+
+def test_the_proxy_process_reports_its_own_cpu_and_memory(stack):
+    """mlmon_proxy_process_* describe the proxy's process, not the exporter's: its resident
+    memory matches the kernel's VmRSS of that child process, and its CPU time grows with
+    proxied traffic."""
+    exporter, _ = stack
+    (child,) = _children(exporter.proc.pid)
+    status = Path(f"/proc/{child}/status").read_text()
+    vm_rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+    m = metrics(exporter)
+    rss = value(m, "mlmon_proxy_process_resident_memory_bytes")
+    assert rss == pytest.approx(vm_rss * 1024, rel=0.2)
+    assert rss != value(m, "process_resident_memory_bytes")
+    before = value(m, "mlmon_proxy_process_cpu_seconds_total")
+    body = json.dumps({"instances": [[30, 1, 0.2, 1, 1, "DE", "web"]] * 50}).encode()
+    for _ in range(300):
+        raw_call(exporter.proxy_port, "POST", f"/v1/models/{MODEL}:predict", body)
+    after = value(metrics(exporter), "mlmon_proxy_process_cpu_seconds_total")
+    assert after > before > 0

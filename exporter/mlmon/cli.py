@@ -45,13 +45,18 @@ def build_exposition(
     collector = MlmonCollector(monitor, proxy)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    ProcessCollector(registry=registry)
     process = CollectorRegistry(auto_describe=False)
-    ProcessCollector(registry=process)
+    for reg in (registry, process):
+        ProcessCollector(registry=reg)
+        if proxy is not None:  # the proxy process's CPU, memory and files, read from /proc
+            ProcessCollector(namespace="mlmon_proxy", pid=proxy.pid_of, registry=reg)
     renderer = Renderer()
 
     def render() -> bytes:
-        return renderer.render(collector.families()) + generate_latest(process)
+        started = time.perf_counter()
+        text = renderer.render(collector.families()) + generate_latest(process)
+        collector.render_times.observe(time.perf_counter() - started)
+        return text
 
     return registry, render
 

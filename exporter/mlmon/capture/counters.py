@@ -51,6 +51,12 @@ class ProxyStats:
         self.lock = threading.Lock()
         self.capture_failures: Counter[str] = Counter(dict.fromkeys(CAPTURE_FAILURES, 0))
         self.captured: Counter[str] = Counter()  # exchanges turned into events, by protocol
+        self.pid: int | None = None  # the proxy process, once started
+
+    def pid_of(self) -> int | str:
+        """The proxy process's id for a /proc reader (a name that is no process before it
+        starts, so the reader finds nothing)."""
+        return self.pid if self.pid is not None else "no-proxy-yet"
 
     # written by the proxy process
     def request(self, protocol: str, status: int, seconds: float) -> None:

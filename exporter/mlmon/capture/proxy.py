@@ -461,6 +461,7 @@ class ProxyProcess:
             name="mlmon-proxy", daemon=True,
         )  # fmt: skip
         self.process.start()
+        self.stats.pid = self.process.pid
         send.close()
         try:
             status, value = ports.get(timeout=15)

@@ -30,6 +30,7 @@ from mlmon.core.monitor import ModelMonitor, Monitor, VersionView
 from mlmon.metrics import (
     drift,
     fairness,
+    feedback,
     inputs,
     model_config,
     performance,
@@ -38,7 +39,7 @@ from mlmon.metrics import (
     sidecar,
     versions,
 )
-from mlmon.metrics.exposition import Family
+from mlmon.metrics.exposition import Family, RenderTimes
 from mlmon.metrics.families import Families
 
 
@@ -46,6 +47,7 @@ class MlmonCollector(Collector):
     def __init__(self, monitor: Monitor, proxy: ProxyStats | None = None) -> None:
         self.monitor = monitor
         self.proxy = proxy
+        self.render_times = RenderTimes()  # the /metrics renderer records into it
 
     def collect(self) -> Iterator[Metric]:
         """The families as prometheus_client metrics (the registry's interface)."""
@@ -54,7 +56,8 @@ class MlmonCollector(Collector):
 
     def families(self) -> Iterator[Family]:
         """Every family of this scrape, for `exposition.Renderer`."""
-        yield from sidecar.exporter_families(self.monitor, self.proxy)
+        yield from sidecar.exporter_families(self.monitor, self.proxy, self.render_times)
+        yield from feedback.families(self.monitor)
         if self.proxy is not None:
             yield from sidecar.proxy_families(self.proxy)
         families = Families()

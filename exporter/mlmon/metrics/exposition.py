@@ -10,9 +10,11 @@ library's registry and as the reference the tests compare the renderer with.
 
 from __future__ import annotations
 
+import bisect
 import math
+import threading
 from collections.abc import Iterable, Sequence
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import Any
 
 import numpy as np
@@ -124,6 +126,29 @@ def _le_texts(bounds: Iterable[float]) -> tuple[str, ...]:
             _LE_CACHE.clear()
         texts = _LE_CACHE[key] = tuple(go_float(float(b)) for b in key)
     return texts
+
+
+class RenderTimes:
+    """How long each /metrics render took: a histogram the next scrape exports (a render
+    cannot time itself), so a growing label set shows before scrapes time out."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(self.BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> tuple[list[int], int, float]:
+        """Cumulative bucket counts, the count and the sum."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        return list(accumulate(counts[:-1])), sum(counts), total
 
 
 class Renderer:

@@ -32,6 +32,18 @@ _RATES = (
         "A group's true-positive rate minus the reference group's.",
         True,
     ),
+    (
+        "selection_rate_p_value",
+        "Two-sided p-value of a group's selection rate against the reference group's "
+        "(two-proportion z-test): how likely a gap this large is by chance.",
+        True,
+    ),
+    (
+        "true_positive_rate_p_value",
+        "Two-sided p-value of a group's true-positive rate against the reference group's "
+        "(two-proportion z-test).",
+        True,
+    ),
 )
 
 

@@ -13,13 +13,17 @@ from mlmon import __version__
 from mlmon.capture.counters import DURATION_BUCKETS, ProxyStats
 from mlmon.capture.protocols import PROTOCOLS
 from mlmon.core.monitor import Monitor
-from mlmon.metrics.exposition import Family
+from mlmon.metrics.exposition import Family, RenderTimes
 from mlmon.metrics.families import counter, gauge, histogram
 
 
-def exporter_families(monitor: Monitor, proxy: ProxyStats | None) -> Iterator[Family]:
+def exporter_families(
+    monitor: Monitor, proxy: ProxyStats | None, render_times: RenderTimes | None = None
+) -> Iterator[Family]:
     """The exporter's families, with the proxy's closed connections beside its own."""
     yield _build_info()
+    if render_times is not None:
+        yield _render_seconds(render_times)
     c = monitor.counters
     with c.lock:
         requests = dict(c.requests)
@@ -45,6 +49,18 @@ def _build_info() -> Family:
     )
     build.add_metric([__version__, platform.python_version()], 1.0)
     return build
+
+
+def _render_seconds(times: RenderTimes) -> Family:
+    fam = histogram(
+        "mlmon_scrape_render_seconds",
+        "Time the exporter took to render one /metrics response (earlier scrapes: a "
+        "render is counted once it is done).",
+        [],
+    )
+    buckets, count, total = times.snapshot()
+    fam.add([], RenderTimes.BUCKETS, buckets, count, total)
+    return fam
 
 
 def _by_key(fam: Family, counts: dict[Any, float]) -> Family:

@@ -165,6 +165,11 @@ class GroupFairness:
     disparate_impact: np.ndarray  # selection rate / the reference's
     demographic_parity_difference: np.ndarray  # selection rate - the reference's
     equal_opportunity_difference: np.ndarray  # TPR - the reference's
+    # Two-sided p-values of the pooled two-proportion z-test against the reference group:
+    # a gap this large would be this likely if both groups were treated alike. Small groups
+    # and low selection rates make large ratios common by chance; alerts require both.
+    selection_rate_p_value: np.ndarray
+    true_positive_rate_p_value: np.ndarray
 
 
 def fairness(
@@ -189,7 +194,12 @@ def fairness(
         reference = int(np.nanargmax(sel)) if np.isfinite(sel).any() else -1
     if reference < 0:
         nan = np.full(sel.shape, np.nan)
-        return GroupFairness(sel, tpr, fpr, -1, nan, nan.copy(), nan.copy())
+        return GroupFairness(sel, tpr, fpr, -1, nan, nan.copy(), nan.copy(), nan.copy(), nan.copy())
+    r = reference
+    predicted_pos, predictions = np.asarray(predicted_pos), np.asarray(predictions)
+    tp, actual_pos = np.asarray(tp), np.asarray(actual_pos)
+    sel_p = z_test_p_values(predicted_pos, predictions, predicted_pos[r], predictions[r])
+    tpr_p = z_test_p_values(tp, actual_pos, tp[r], actual_pos[r])
     return GroupFairness(
         selection_rate=sel,
         true_positive_rate=tpr,
@@ -198,7 +208,25 @@ def fairness(
         disparate_impact=_div(sel, sel[reference]),
         demographic_parity_difference=sel - sel[reference],
         equal_opportunity_difference=tpr - tpr[reference],
+        selection_rate_p_value=np.where(np.isnan(sel), np.nan, sel_p),
+        true_positive_rate_p_value=np.where(np.isnan(tpr), np.nan, tpr_p),
     )
+
+
+def z_test_p_values(k1: np.ndarray, n1: np.ndarray, k2: float, n2: float) -> np.ndarray:
+    """`two_proportion_z_test`'s p-value for every k1[i]/n1[i] against k2/n2 at once."""
+    k1, n1 = np.asarray(k1, dtype=float), np.asarray(n1, dtype=float)
+    out = np.full(k1.shape, np.nan)
+    if n2 <= 0:
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = (k1 + k2) / (n1 + n2)
+        se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        z = (k1 / n1 - k2 / n2) / se
+    p = 2 * _st.norm.sf(np.abs(z))
+    ok = n1 > 0
+    out[ok] = np.where(se[ok] == 0, 1.0, p[ok])
+    return out
 
 
 def two_proportion_z_test(k1: float, n1: float, k2: float, n2: float) -> tuple[float, float]:
