@@ -74,6 +74,26 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
         "Lowest acceptable ratio of a group's selection rate to the reference group's "
         "(the four-fifths rule).",
     ),
+    "fairness_p_value_max": (
+        0.05,
+        "Significance level below which a group's gap to the reference group counts as real "
+        "(fairness alerts need both the gap and this).",
+    ),
+    "demographic_parity_difference_max": (
+        0.1,
+        "Largest acceptable absolute difference between a group's selection rate and the "
+        "reference group's (0.1: ten percentage points).",
+    ),
+    "equal_opportunity_difference_max": (
+        0.1,
+        "Largest acceptable absolute difference between a group's true-positive rate and the "
+        "reference group's (0.1: ten percentage points).",
+    ),
+    "regression_error_ratio_max": (
+        1.5,
+        "Largest acceptable ratio of a regression model's live MAE (and RMSE) to the baseline "
+        "data's (1.5: half as large again as in training).",
+    ),
     "challenger_p_value_max": (
         0.05,
         "Significance level below which a challenger's accuracy difference counts as real.",
@@ -88,6 +108,10 @@ LIMIT_DEFAULTS: dict[str, int] = {
     "max_versions": 10,
     "max_groups": 20,
     "max_classes": 50,
+    # feature names a model does not have that get their own series in
+    # mlmon_ingest_unknown_features_total (a misspelling or two, a renamed column); the
+    # rest of a flood counts under __other__
+    "max_unknown_features": 20,
 }
 
 FAILURE_REASONS = (

@@ -40,9 +40,9 @@ def _column(
     return v
 
 
-def _number_column(
-    values: list[Any], field_name: str, errs: Errors, allow_missing: bool = True
-) -> np.ndarray:
+def _number_column(values: list[Any], feature: str, errs: Errors) -> np.ndarray:
+    """A numeric feature's column as floats (null, NaN, +-inf: NaN). Every refused value is
+    counted; the first one of the column is the error detail."""
     if set(map(type, values)) <= NUMBER_TYPES:
         try:
             x = np.array(values, dtype=np.float64)
@@ -51,29 +51,42 @@ def _number_column(
         except OverflowError:
             pass
     x = np.full(len(values), np.nan)
+    first = True
     for i, v in enumerate(values):
         if v is None:
             continue
         if type(v) not in (int, float):
-            errs.add(i, field_name, f"expected a number, got {type_name(v)}")
-            return x
-        try:
-            x[i] = float(v)
-        except OverflowError:
-            errs.add(i, field_name, "number out of range")
-            return x
+            reason, message = "type_error", f"expected a number, got {type_name(v)}"
+        else:
+            try:
+                x[i] = float(v)
+                continue
+            except OverflowError:
+                reason, message = "out_of_range", "number out of range"
+        if first:
+            errs.refuse(i, feature, reason, message)
+            first = False
+        else:
+            errs.count_refused(feature, reason)
     x[~np.isfinite(x)] = np.nan
     return x
 
 
-def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Batch:
+def parse_columns(
+    cols: Any,
+    schema: ModelSchema,
+    limits: dict[str, int],
+    refused: dict[tuple[str, str], int] | None = None,
+) -> Batch:
     """A columnar batch -- one array per feature and field -- straight into arrays, for
     high-volume senders. Every value is held to the same checks as in the row form, so a
     batch is accepted in one form exactly when it is accepted in the other, with the same
-    state; it is validated whole, and BadRequest names the bad rows of each bad column."""
+    state; it is validated whole, and BadRequest names the bad rows of each bad column.
+    Refused feature values are added to ``refused`` by (feature, reason); a column under a
+    name the model does not have is ignored and counted once per succeeded row."""
     feats, pred = _columns_frame(cols, limits)
     n = len(pred)
-    errs = Errors()
+    errs = Errors(refused)
     max_str = limits["max_string_length"]
     failure = _error_column(cols, n, errs, max_str)
     if len(feats) > limits["max_features_per_event"]:
@@ -99,6 +112,8 @@ def parse_columns(cols: Any, schema: ModelSchema, limits: dict[str, int]) -> Bat
         timestamps=_checked_values(cols, "timestamp", n, errs, bad_timestamp),
         groups=_group_columns(cols, n, errs, max_str),
     )
+    if unknown := feats.keys() - schema.feature_kinds.keys():
+        batch.unknown_features.update(dict.fromkeys(unknown, int((failure < 0).sum())))
     if errs.bad:
         raise BadRequest(
             400, "invalid_event", "invalid columnar batch; nothing was applied", errs.items
@@ -175,7 +190,7 @@ def _numeric_columns(
     for j, name in enumerate(schema.numeric.names):
         col = _column(feats, name, n, errs, "features.") if name in feats else None
         if col is not None:
-            x[:, j] = _number_column(col, f"features.{name}", errs)
+            x[:, j] = _number_column(col, name, errs)
     return x
 
 
@@ -197,11 +212,11 @@ def _categorical_columns(
             if v is None or (t is float and not math.isfinite(v)):
                 continue  # missing, as in the row form
             if t is str and len(v) > max_str:
-                errs.add(i, f"features.{name}", f"string longer than {max_str} characters")
+                errs.refuse(i, name, "too_long", f"string longer than {max_str} characters")
             elif t in (str, int, bool):
                 cat_idx[i, j] = vocab.get(label_text(v), other)
             else:
-                errs.add(i, f"features.{name}", f"expected a string, got {type_name(v)}")
+                errs.refuse(i, name, "type_error", f"expected a string, got {type_name(v)}")
     return cat_idx
 
 

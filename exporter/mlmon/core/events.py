@@ -6,7 +6,9 @@ lists what is wrong with each bad event (index and field), and nothing is applie
 
 The hot path checks the types of all feature values of a batch in one pass
 (``set(map(type, ...))``) and converts them with one ``np.array`` call; only a batch that
-fails that check walks its values one by one to say exactly where it is wrong.
+fails that check walks its values one by one to say exactly where it is wrong. Feature names
+the model does not have are ignored, but found per batch with set operations and reported
+(`fields.unknown_features`); refused values are counted by feature and reason.
 """
 
 from __future__ import annotations
@@ -35,22 +37,28 @@ from mlmon.core.fields import (
     failure_index,
     tracked_score,
     type_name,
+    unknown_features,
 )
 from mlmon.core.schema import ModelSchema
 
 
 def parse_events(
-    events: list[Any], schema: ModelSchema, limits: dict[str, int], partial: bool = False
+    events: list[Any],
+    schema: ModelSchema,
+    limits: dict[str, int],
+    partial: bool = False,
+    refused: dict[tuple[str, str], int] | None = None,
 ) -> tuple[Batch, list[dict[str, Any]]]:
     """Validate ``events`` against ``schema``. Returns the batch of valid events and the error
-    details; raises BadRequest(400) when any event is invalid and ``partial`` is false."""
+    details; raises BadRequest(400) when any event is invalid and ``partial`` is false.
+    Refused feature values are added to ``refused`` by (feature, reason), refused or not."""
     if len(events) > limits["max_batch_events"]:
         raise BadRequest(
             413,
             "batch_too_large",
             f"batch of {len(events)} events exceeds the limit of {limits['max_batch_events']}",
         )
-    errs = Errors()
+    errs = Errors(refused)
     max_str = limits["max_string_length"]
     classification = schema.prediction_classes is not None
     feats = [
@@ -59,9 +67,10 @@ def parse_events(
     ]
 
     num_names = schema.numeric.names
-    rows = _feature_rows(feats, num_names)
+    rows, num_complete = _feature_rows(feats, num_names)
     x = _numeric_matrix(rows, num_names, errs)
-    cat_idx = _categorical_matrix(feats, schema, errs, max_str)
+    cat_rows, cat_complete = _feature_rows(feats, schema.categorical.names)
+    cat_idx = _categorical_matrix(feats, cat_rows, schema, errs, max_str)
 
     if errs.bad and not partial:
         raise BadRequest(
@@ -74,6 +83,7 @@ def parse_events(
     if errs.bad:
         x = x[keep]
         cat_idx = cat_idx[keep]
+        feats = [feats[i] for i in keep]
     good = [events[i] for i in keep]
     batch = Batch(
         n=len(good),
@@ -82,6 +92,9 @@ def parse_events(
         ids=[ev.get("id") for ev in good],
         timestamps=[ev.get("timestamp") for ev in good],
         groups=[ev.get("groups") for ev in good],
+        unknown_features=unknown_features(
+            feats, schema.feature_kinds, num_complete and cat_complete
+        ),
         **_outcomes(good, schema),
     )
     return batch, errs.items
@@ -180,18 +193,19 @@ def _check_event(
     return f if type(f) is dict and error is None else {}
 
 
-def _feature_rows(feats: list[dict[str, Any]], names: tuple[str, ...]) -> list[Any]:
-    """Each event's values of ``names``: one C-level itemgetter call per event when every
-    event has every feature (the common case), dict.get per value otherwise."""
+def _feature_rows(feats: list[dict[str, Any]], names: tuple[str, ...]) -> tuple[list[Any], bool]:
+    """Each event's values of ``names``, and whether every event has every one of them: one
+    C-level itemgetter call per event when so (the common case), dict.get per value
+    otherwise."""
     if not names:
-        return [() for _ in feats]
+        return [() for _ in feats], True
     getter = itemgetter(*names)
     try:
         if len(names) == 1:
-            return [(getter(f),) for f in feats]
-        return [getter(f) for f in feats]
+            return [(getter(f),) for f in feats], True
+        return [getter(f) for f in feats], True
     except KeyError:
-        return [[f.get(n) for n in names] for f in feats]
+        return [[f.get(n) for n in names] for f in feats], False
 
 
 def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: Errors) -> np.ndarray:
@@ -212,12 +226,12 @@ def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: Errors)
             if v is None:
                 continue
             if type(v) not in (int, float):
-                errs.add(i, f"features.{names[j]}", f"expected a number, got {type_name(v)}")
+                errs.refuse(i, names[j], "type_error", f"expected a number, got {type_name(v)}")
                 continue
             try:
                 fv = float(v)
             except OverflowError:
-                errs.add(i, f"features.{names[j]}", "number out of range")
+                errs.refuse(i, names[j], "out_of_range", "number out of range")
                 continue
             if math.isfinite(fv):
                 x[i, j] = fv
@@ -225,11 +239,10 @@ def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: Errors)
 
 
 def _categorical_matrix(
-    feats: list[dict[str, Any]], schema: ModelSchema, errs: Errors, max_str: int
+    feats: list[dict[str, Any]], rows: list[Any], schema: ModelSchema, errs: Errors, max_str: int
 ) -> np.ndarray:
     block = schema.categorical
     if len(block) and feats:
-        rows = _feature_rows(feats, block.names)
         flat = list(chain.from_iterable(rows))
         if set(map(type, flat)) == {str} and max(map(len, flat)) <= max_str:
             # every value present and a string: one dict lookup per value, no checks
@@ -252,7 +265,7 @@ def _categorical_matrix(
             t = type(v)
             if t is str:
                 if len(v) > max_str:
-                    errs.add(i, f"features.{name}", f"string longer than {max_str} characters")
+                    errs.refuse(i, name, "too_long", f"string longer than {max_str} characters")
                     continue
                 out[i, j] = vocab.get(v, other)
             elif t is int or t is bool:
@@ -260,5 +273,5 @@ def _categorical_matrix(
             elif t is float and not math.isfinite(v):
                 continue  # NaN counts as missing, as for numeric features
             else:
-                errs.add(i, f"features.{name}", f"expected a string, got {type_name(v)}")
+                errs.refuse(i, name, "type_error", f"expected a string, got {type_name(v)}")
     return out

@@ -5,7 +5,10 @@ refuse exactly the same values."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,19 @@ from mlmon.core.schema import ModelSchema
 NUMBER_TYPES = frozenset({int, float, type(None)})
 CATEGORY_TYPES = (str, int, bool)
 REASON_INDEX = {r: i for i, r in enumerate(FAILURE_REASONS)}
+# Why a feature value was refused: the `reason` of mlmon_ingest_refused_values_total. A
+# numeric feature refuses what is not a number (type_error) and integers too large for a
+# float (out_of_range); a categorical one what is not a string, integer or boolean
+# (type_error) and strings over limits.max_string_length (too_long).
+REFUSED_VALUE_REASONS: dict[str, tuple[str, ...]] = {
+    "numeric": ("type_error", "out_of_range"),
+    "categorical": ("type_error", "too_long"),
+}
+# At most this many unknown feature names are listed in an ingest answer (sorted).
+MAX_UNKNOWN_REPORTED = 20
+# Up to this many unknown names, each is counted with one C-level pass over the events;
+# beyond, one Counter over every event's unknown keys is cheaper.
+_FEW_UNKNOWN = 4
 
 
 @dataclass
@@ -37,6 +53,14 @@ class Batch:
     timestamps: list[Any]
     groups: list[dict[str, str] | None]
     group_idx: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
+    # feature names the model does not have, with the accepted events that carried them
+    unknown_features: dict[str, int] = field(default_factory=dict)
+
+    def unknown_names(self, max_length: int) -> list[str]:
+        """The first MAX_UNKNOWN_REPORTED unknown names in sorted order, each cut to
+        ``max_length`` characters: what an ingest answer lists."""
+        names = sorted(self.unknown_features)[:MAX_UNKNOWN_REPORTED]
+        return [n[:max_length] for n in names]
 
 
 def type_name(v: Any) -> str:
@@ -54,14 +78,44 @@ def type_name(v: Any) -> str:
 
 
 class Errors:
-    def __init__(self) -> None:
+    """The error details of a batch (the first MAX_DETAILS), the indices of its bad events,
+    and every refused feature value counted by (feature, reason)."""
+
+    def __init__(self, refused: dict[tuple[str, str], int] | None = None) -> None:
         self.items: list[dict[str, Any]] = []
         self.bad: set[int] = set()
+        self.refused: dict[tuple[str, str], int] = {} if refused is None else refused
 
     def add(self, index: int, field: str, message: str) -> None:
         self.bad.add(index)
         if len(self.items) < MAX_DETAILS:
             self.items.append({"index": index, "field": field, "message": message})
+
+    def refuse(self, index: int, feature: str, reason: str, message: str) -> None:
+        """A refused value of ``feature``: counted, and a detail of event ``index``."""
+        self.count_refused(feature, reason)
+        self.add(index, f"features.{feature}", message)
+
+    def count_refused(self, feature: str, reason: str) -> None:
+        """A refused value of ``feature`` counted, without a detail of its own."""
+        key = (feature, reason)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+
+def unknown_features(
+    feats: list[dict[str, Any]], known: dict[str, Any], complete: bool
+) -> dict[str, int]:
+    """The feature names of ``feats`` that are not keys of ``known``, with the number of
+    events that carried each. ``complete`` says every event has every known feature: then
+    equal key counts prove there is nothing unknown, at the cost of one len() per event."""
+    if complete and sum(map(len, feats)) == len(feats) * len(known):
+        return {}
+    names = set().union(*feats).difference(known)
+    if not names:
+        return {}
+    if len(names) <= _FEW_UNKNOWN:
+        return {u: sum(map(dict.__contains__, feats, repeat(u))) for u in names}
+    return Counter(chain.from_iterable(map(sub, map(dict.keys, feats), repeat(known))))
 
 
 def finite_number(v: Any) -> bool:

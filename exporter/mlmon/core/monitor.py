@@ -4,7 +4,6 @@ and cached drift, plus the exporter's own ingest counters. Knows nothing of HTTP
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from mlmon.core.config import (
 )
 from mlmon.core.decoding import REJECT_REASONS, BadRequest
 from mlmon.core.events import parse_events
-from mlmon.core.fields import Batch
+from mlmon.core.fields import Batch, bad_class, finite_number
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
@@ -52,6 +51,14 @@ class IngestCounters:
         self.limit_hits: Counter[str] = Counter(dict.fromkeys(LIMIT_DEFAULTS, 0))
         # connections the exporter's HTTP server closed, by reason (see `guard`)
         self.connections_closed: Counter[str] = Counter(dict.fromkeys(CLOSE_REASONS, 0))
+        # feature values refused, by (model, feature, reason); feature is a configured one
+        # or __other__
+        self.refused_values: Counter[tuple[str, str, str]] = Counter()
+        # events that carried a feature name their model does not have, by (model, name):
+        # the first limits.max_unknown_features names of a model count under their own
+        # name (remembered in unknown_names), later ones under __other__
+        self.unknown_features: Counter[tuple[str, str]] = Counter()
+        self.unknown_names: dict[str, set[str]] = {}
 
     def count(self, counter: Counter, key: Any, n: int = 1) -> None:
         with self.lock:
@@ -101,7 +108,12 @@ class ModelMonitor:
         return self.state.layout
 
     def ingest(self, events: list[Any], partial: bool = False) -> tuple[Batch, list[dict]]:
-        batch, details = parse_events(events, self.schema, self.limits, partial=partial)
+        refused: dict[tuple[str, str], int] = {}
+        try:
+            batch, details = parse_events(events, self.schema, self.limits, partial, refused)
+        finally:  # counted whether the batch is refused whole or accepted in part
+            self._count_refused(refused)
+        self._count_unknown(batch.unknown_features)
         attrs = self.schema.config.sensitive_attributes
         if attrs:
             batch.group_idx = self._group_indices(batch.groups)
@@ -111,12 +123,45 @@ class ModelMonitor:
 
     def ingest_columns(self, columns: Any) -> Batch:
         """A columnar batch (see `columns.parse_columns`), applied whole."""
-        batch = parse_columns(columns, self.schema, self.limits)
+        refused: dict[tuple[str, str], int] = {}
+        try:
+            batch = parse_columns(columns, self.schema, self.limits, refused)
+        finally:
+            self._count_refused(refused)
+        self._count_unknown(batch.unknown_features)
         if self.schema.config.sensitive_attributes:
             batch.group_idx = self._group_indices(batch.groups)
         self.state.ingest(batch)
         self._remember(batch)
         return batch
+
+    def _count_refused(self, refused: dict[tuple[str, str], int]) -> None:
+        if not refused:
+            return
+        kinds, c = self.schema.feature_kinds, self.counters
+        with c.lock:
+            for (feature, reason), n in refused.items():
+                c.refused_values[(self.name, feature if feature in kinds else OTHER, reason)] += n
+
+    def _count_unknown(self, unknown: dict[str, int]) -> None:
+        """Count events by the unknown feature names they carried: a name gets its own
+        series while the model has fewer than limits.max_unknown_features of them (and it
+        is no longer than limits.max_string_length); the rest count under __other__."""
+        if not unknown:
+            return
+        cap, max_len = self.limits["max_unknown_features"], self.limits["max_string_length"]
+        c = self.counters
+        with c.lock:
+            seen = c.unknown_names.setdefault(self.name, set())
+            for name, n in unknown.items():
+                if name not in seen and len(seen) < cap and len(name) <= max_len:
+                    seen.add(name)
+                if name in seen:
+                    c.unknown_features[(self.name, name)] += n
+                    continue
+                c.unknown_features[(self.name, OTHER)] += n
+                if len(name) <= max_len:  # folded by the cap, not for its length
+                    c.limit_hits["max_unknown_features"] += 1
 
     def _group_indices(self, groups: list[dict[str, Any] | None]) -> np.ndarray:
         attrs = self.schema.config.sensitive_attributes
@@ -171,33 +216,11 @@ class ModelMonitor:
         of invalid items (raises BadRequest for any when not ``partial``)."""
         details = []
         valid = []
-        regression = self.schema.prediction_numeric is not None
-        max_str = self.limits["max_string_length"]
         for i, item in enumerate(items):
-            if type(item) is not dict:
-                details.append({"index": i, "field": "", "message": "a label must be an object"})
-                continue
-            key = item.get("id")
-            if type(key) not in (str, int) or (type(key) is str and len(key) > max_str):
-                details.append(
-                    {
-                        "index": i,
-                        "field": "id",
-                        "message": "required: the prediction's id (a string or an integer)",
-                    }
-                )
-                continue
-            label = item.get("label")
-            if regression:
-                ok = type(label) in (int, float) and math.isfinite(label)
-                msg = "required: a finite number"
+            if bad := self._bad_label(item):
+                details.append({"index": i, "field": bad[0], "message": bad[1]})
             else:
-                ok = type(label) in (str, int, bool) and len(str(label)) <= max_str
-                msg = "required: a class (string or integer)"
-            if not ok:
-                details.append({"index": i, "field": "label", "message": msg})
-                continue
-            valid.append((str(key), label))
+                valid.append((str(item["id"]), item["label"]))
         if details and not partial:
             raise BadRequest(
                 400,
@@ -229,6 +252,29 @@ class ModelMonitor:
         # after the joins, so a label that comes just too late counts as expired
         self.labels.purge(now)
         return outcomes, details
+
+    def _bad_label(self, item: Any) -> tuple[str, str] | None:
+        """What is wrong with one label item, as (field, message), or None. A classifier's
+        label must be one of its classes; a regression label a finite number."""
+        if type(item) is not dict:
+            return "", "a label must be an object"
+        key = item.get("id")
+        max_str = self.limits["max_string_length"]
+        if type(key) not in (str, int) or (type(key) is str and len(key) > max_str):
+            return "id", "required: the prediction's id (a string or an integer)"
+        label = item.get("label")
+        classes = self.schema.prediction_classes
+        if classes is None:
+            return None if finite_number(label) else ("label", "required: a finite number")
+        if bad_class(label, max_str):
+            return "label", "required: a class (string or integer)"
+        text = label_text(label)
+        if text not in classes.vocab[0]:
+            return (
+                "label",
+                f"{text!r} is not a class of this model ({_classes(self.schema.classes)})",
+            )
+        return None
 
     def views(self) -> list[VersionView]:
         """Every version's snapshot with its drift; drift is recomputed only when the counts
@@ -438,6 +484,13 @@ def _performance_json(r: evaluation.PerformanceReport) -> dict[str, Any]:
 def _same_schema(a: ModelConfig, b: ModelConfig) -> bool:
     """Equal but for thresholds, which a reload may change without losing state."""
     return replace(a, thresholds={}) == replace(b, thresholds={})
+
+
+def _classes(classes: tuple[str, ...], shown: int = 10) -> str:
+    """The classes for an error message: the first ``shown``, and how many more."""
+    text = ", ".join(repr(c) for c in classes[:shown])
+    more = len(classes) - shown
+    return f"classes: {text}" + (f" and {more} more" if more > 0 else "")
 
 
 def _num(x: float) -> float | None:

@@ -403,9 +403,11 @@ class ModelState:
             groups.setdefault(names[v], []).append(i)
         # The deltas are computed outside the lock; only the additions hold it. Versions new
         # in this batch are created in order of their share of it: the order versions were
-        # first seen names the default champion, and within one batch that is the majority.
+        # first seen names the default champion, and within one batch that is the majority
+        # (__other__ last: it must not take a named version's place).
         deltas = []
-        for version, rows in sorted(groups.items(), key=lambda item: -len(item[1])):
+        order = sorted(groups.items(), key=lambda item: (item[0] == OTHER_VERSION, -len(item[1])))
+        for version, rows in order:
             sel: np.ndarray | slice = slice(None) if len(groups) == 1 else np.asarray(rows)
             deltas.append((version, *batch_delta(self.layout, self.schema, batch, sel)))
         with self.lock:

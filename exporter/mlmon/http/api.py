@@ -129,11 +129,18 @@ class Api:
                 batch, details = m.ingest(events, partial=(partial or "").lower() in _TRUE)
             counters = self.monitor.counters
             counters.count(counters.events, model, batch.n)
+            if not details and not batch.unknown_features:
+                return Reply(200, b'{"accepted":%d,"rejected":0}' % batch.n)
+            bad = len({d["index"] for d in details})
+            counters.count(counters.rejected_events, model, bad)
+            out: dict[str, Any] = {"accepted": batch.n, "rejected": bad}
             if details:
-                bad = len({d["index"] for d in details})
-                counters.count(counters.rejected_events, model, bad)
-                return json_reply({"accepted": batch.n, "rejected": bad, "details": details})
-            return Reply(200, b'{"accepted":%d,"rejected":0}' % batch.n)
+                out["details"] = details
+            if batch.unknown_features:
+                # ignored, as ever; listed so a misspelt name does not pass unnoticed
+                max_str = self.monitor.config.limits["max_string_length"]
+                out["unknown_features"] = batch.unknown_names(max_str)
+            return json_reply(out)
 
         return self._ingest("predictions", model, body, content_length, content_encoding, apply)
 

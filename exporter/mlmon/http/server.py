@@ -18,10 +18,13 @@ import logging
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
+
+import orjson
 
 from mlmon.http.api import Api, Reply, json_reply
 from mlmon.http.guard import Guard, Limits, guarded_protocol
@@ -47,6 +50,70 @@ ACCEPT_BURST = 128
 Send = Callable[[dict[str, Any]], Any]
 Receive = Callable[[], Any]
 
+# At most one warning that sums up refused (4xx) requests per this many seconds; each one is
+# logged at debug level.
+REFUSAL_SUMMARY_SECONDS = 60.0
+
+
+class RefusalLog:
+    """The exporter's 4xx answers in its log: each at debug level (method, path, status,
+    reason and the first error detail), and a warning that sums them up by reason at most
+    once per ``interval`` seconds, so a sender that keeps getting it wrong is seen at the
+    default level without one line per request. Called on the event loop only."""
+
+    def __init__(
+        self, interval: float = REFUSAL_SUMMARY_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.counts: Counter[str] = Counter()  # refusals by reason since the last warning
+        self.last_warning: float | None = None
+
+    def record(self, method: str, raw_path: bytes, reply: Reply) -> None:
+        reason, detail = _refusal_of(reply)
+        path = raw_path.decode("latin-1")[:200]
+        log.debug("refused %s %s: %d %s: %s", method, path, reply.status, reason, detail)
+        self.counts[reason] += 1
+        now = self.clock()
+        if self.last_warning is None:
+            self._warn(now, "")
+        elif now - self.last_warning >= self.interval:
+            self._warn(now, f" in the last {now - self.last_warning:.0f} s")
+
+    def _warn(self, now: float, period: str) -> None:
+        total = sum(self.counts.values())
+        by_reason = ", ".join(f"{r}={n}" for r, n in sorted(self.counts.items()))
+        log.warning(
+            "%d request(s) refused%s: %s (each is logged at debug level; this summary comes "
+            "at most once per %.0f s)",
+            total,
+            period,
+            by_reason,
+            self.interval,
+        )
+        self.counts.clear()
+        self.last_warning = now
+
+
+def _refusal_of(reply: Reply) -> tuple[str, str]:
+    """A refusal's reason and its first error detail (or its error), from its JSON body."""
+    try:
+        doc = orjson.loads(reply.body) if reply.content_type.startswith("application/json") else {}
+    except orjson.JSONDecodeError:
+        doc = {}
+    if type(doc) is not dict:
+        doc = {}
+    reason = str(doc.get("reason") or f"http_{reply.status}")
+    details = doc.get("details")
+    first = details[0] if type(details) is list and details else None
+    if type(first) is dict:
+        where = str(first.get("field") or "")
+        if first.get("index") is not None:
+            event = f"event {first['index']}"
+            where = f"{where} of {event}" if where else event
+        return reason, f"{where}: {first.get('message', '')}"
+    return reason, str(doc.get("error", ""))
+
 
 class ExporterApp:
     """The ASGI application of `mlmon serve`."""
@@ -61,6 +128,7 @@ class ExporterApp:
         self.ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlmon-ingest")
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlmon-http")
         self.limit = api.monitor.config.limits["max_body_bytes"]
+        self.refusals = RefusalLog()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,6 +164,8 @@ class ExporterApp:
             if not unsent:
                 await _drain(receive)
             reply.headers.append(("Connection", "close"))
+        if 400 <= reply.status < 500:
+            self.refusals.record(method, raw_path, reply)
         await _respond(send, reply)
 
     def _health(self, path: bytes) -> Reply:
