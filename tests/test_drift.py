@@ -1,5 +1,5 @@
 """Drift end to end: the exporter's numbers against references computed independently from
-the raw events, and the README's walk-through against a real `mlmon serve` process."""
+the raw events, and the walk-through in docs/statistics.md against a real `mlmon serve` process."""
 
 from __future__ import annotations
 
