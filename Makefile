@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 SERVERS_VENV  ?= .venv-servers
 SERVERS_STAMP := $(SERVERS_VENV)/.installed
 
-.PHONY: setup system-deps model-servers test lint format demo bench clean
+.PHONY: setup system-deps model-servers dashboards-schema test lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ $(SERVERS_STAMP): tests/model-servers.txt
 
 model-servers: $(SERVERS_STAMP)
 
+# @grafana/schema (the Grafana version of docker-compose.yml) and TypeScript, pinned by
+# tests/dashboards-schema/package-lock.json, for the dashboards' type-check; Node.js and npm
+# from Debian when missing.
+SCHEMA_DIR   := tests/dashboards-schema
+SCHEMA_STAMP := $(SCHEMA_DIR)/node_modules/.installed
+
+$(SCHEMA_STAMP): $(SCHEMA_DIR)/package.json $(SCHEMA_DIR)/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    nodejs npm >/dev/null; \
+	fi
+	cd $(SCHEMA_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dashboards-schema: $(SCHEMA_STAMP)
+
 setup: $(STAMP) system-deps
 
 lint: $(STAMP)
@@ -45,7 +63,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: setup model-servers lint
+test: setup model-servers dashboards-schema lint
 	MLMON_SERVERS_VENV=$(SERVERS_VENV) $(PY) -m pytest
 
 demo: setup

@@ -175,3 +175,68 @@ def test_example_baseline_regenerates_byte_for_byte():
     spec.loader.exec_module(mod)
     for path, text in mod.example_profiles().items():
         assert path.read_text() == text, f"{path} is stale: run examples/build_baselines.py"
+
+
+def _regression_rows(n: int, seed: int) -> list[dict]:
+    """Predictions with heavy-tailed errors (so MAE and RMSE differ), a few rows without a
+    label and one without a prediction."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        x = float(rng.normal(50, 10))
+        pred = round(2 * x + 3, 4)
+        label = round(pred + float(rng.standard_t(3)) * 4, 4)
+        rows.append({"features": {"x": x}, "prediction": pred, "label": label})
+        if i % 97 == 0:
+            rows[-1]["label"] = None
+    rows[10]["prediction"] = None
+    return rows
+
+
+def _write_regression_csv(rows: list[dict], path: Path) -> None:
+    text = lambda v: "" if v is None else repr(v)  # noqa: E731
+    lines = ["x,prediction,label"]
+    lines += [f"{r['features']['x']!r},{text(r['prediction'])},{text(r['label'])}" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_regression_profile_has_the_baseline_error_of_scikit_learn(tmp_path):
+    from sklearn import metrics as skm
+
+    rows = _regression_rows(2_000, seed=5)
+    csv_path, jsonl_path = tmp_path / "r.csv", tmp_path / "r.jsonl"
+    _write_regression_csv(rows, csv_path)
+    synthetic.write_jsonl(rows, jsonl_path)
+    both = [r for r in rows if r["prediction"] is not None and r["label"] is not None]
+    y = [r["label"] for r in both]
+    p = [r["prediction"] for r in both]
+    m = _model(tmp_path, {"x": "numeric"}, task="regression")
+    for path in (csv_path, jsonl_path):
+        err = build_profile(m, read_training_data(path, ["x"], progress=False))["regression_error"]
+        assert err["count"] == len(both) == 2_000 - 21 - 1
+        assert err["mae"] == pytest.approx(skm.mean_absolute_error(y, p), rel=1e-12)
+        assert err["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)), rel=1e-12)
+        assert err["rmse"] > err["mae"] * 1.1  # heavy tails: the two tell different stories
+    # no labels: no reference error; a classifier's profile has no such field
+    for r in rows:
+        r["label"] = None
+    synthetic.write_jsonl(rows, jsonl_path)
+    prof = build_profile(m, read_training_data(jsonl_path, ["x"], progress=False))
+    assert prof["regression_error"] is None
+    binary = _model(tmp_path, {"x": "numeric"})
+    assert "regression_error" not in build_profile(
+        binary, read_training_data(jsonl_path, ["x"], progress=False)
+    )
+
+
+def test_cli_reports_the_baseline_error(tmp_path):
+    rows = _regression_rows(500, seed=6)
+    _write_regression_csv(rows, tmp_path / "r.csv")
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("models:\n  - {name: r, task: regression, baseline: r.json}\n")
+    cmd = [sys.executable, "-m", "mlmon", "baseline", "--config", str(cfg), "--model", "r"]
+    out = subprocess.run(
+        [*cmd, "--data", str(tmp_path / "r.csv")], capture_output=True, text=True, check=True
+    )
+    err = load_profile(tmp_path / "r.json")["regression_error"]
+    assert f"over {err['count']} labelled rows: MAE {err['mae']:.6g}, RMSE" in out.stdout

@@ -1,6 +1,9 @@
 """Grafana dashboards without a Grafana server: the committed JSON is what the generator
-writes, its structure follows the conventions, every query parses (promtool) and names only
-metrics that exist, and -- against the demo stack -- every panel query returns series."""
+writes, it type-checks against @grafana/schema for the Grafana that docker-compose.yml
+runs, its structure follows the conventions, every variable it uses is one it defines,
+every query parses (promtool) and names only metrics that exist, links lead to dashboards
+that draw what was clicked, colours and red lines come from the threshold series, and --
+against the demo stack -- every panel query returns series."""
 
 from __future__ import annotations
 
@@ -11,12 +14,16 @@ import threading
 from pathlib import Path
 
 import pytest
+import tfserving
 import yaml
-from helpers import require_binary, wait_until
+from helpers import Exporter, require_binary, wait_until
+from mlmon.capture.counters import ProxyStats
 from mlmon.cli import build_registry
+from mlmon.core.config import THRESHOLDS
 from mlmon.demo import runner as demo
 from mlmon.demo import stack
 from test_docs import loaded_monitors
+from test_tasks import _monitor, _rows
 
 from bundle import dashboards
 from bundle.params import Params
@@ -26,14 +33,16 @@ DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
 PROVISIONED_UID = yaml.safe_load((ROOT / "grafana/provisioning/datasources/mlmon.yml").read_text())[
     "datasources"
 ][0]["uid"]
-SUBSTITUTE = {
-    "$__rate_interval": "1m",
-    "$job": ".+",
-    "$model": "credit-risk",
-    "$version": ".+",
-    "$feature": ".+",
-    "$attribute": ".+",
+# a value for each variable a dashboard may define, and for Grafana's own
+VALUES = {
+    "job": ".+",
+    "model": "credit-risk",
+    "version": ".+",
+    "feature": ".+",
+    "attribute": ".+",
 }
+BUILTIN = {"__rate_interval": "1m"}
+VARIABLE = re.compile(r"\$\{?(\w+)")
 
 
 def _load(path: Path) -> dict:
@@ -49,11 +58,36 @@ def _exprs(d: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _substitute(expr: str) -> str:
-    for k, v in SUBSTITUTE.items():
-        expr = expr.replace(k, v)
+def _defined(d: dict) -> set[str]:
+    return {v["name"] for v in d["templating"]["list"]}
+
+
+def _substitute(expr: str, defined: set[str], model: str = VALUES["model"]) -> str:
+    """``expr`` with the dashboard's own variables (and Grafana's) replaced; a variable the
+    dashboard does not define fails, as Grafana would leave it in the query."""
+    for name in sorted(set(VARIABLE.findall(expr)), key=len, reverse=True):
+        assert name in defined or name in BUILTIN, f"${name} is not defined: {expr}"
+        value = BUILTIN.get(name) or (model if name == "model" else VALUES[name])
+        expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert "$" not in expr, expr
     return expr
+
+
+def _annotation_exprs(d: dict) -> list[tuple[str, str]]:
+    return [(a["name"], a["target"]["expr"]) for a in d["annotations"]["list"]]
+
+
+def test_every_variable_a_dashboard_uses_is_one_it_defines():
+    """Queries, titles, links and annotations name only the dashboard's own variables
+    (Grafana's start with two underscores); the substitution below fails on any other."""
+    for path in DASHBOARDS:
+        d = _load(path)
+        text = path.read_text()
+        used = {n for n in VARIABLE.findall(text) if not n.startswith("__")}
+        assert used <= _defined(d), f"{path.name}: undefined {sorted(used - _defined(d))}"
+        assert _defined(d) <= set(VALUES) | {"datasource"}, path.name
+    with pytest.raises(AssertionError, match=r"\$model is not defined"):
+        _substitute('ALERTS{model="$model"}', {"job"})
 
 
 def test_committed_json_is_what_the_generator_writes():
@@ -62,6 +96,84 @@ def test_committed_json_is_what_the_generator_writes():
     for name, text in rendered.items():
         path = ROOT / "grafana/dashboards" / name
         assert path.read_text() == text, f"{name} is stale: run python -m bundle"
+
+
+SCHEMA = ROOT / "tests/dashboards-schema"  # @grafana/schema and typescript, pinned (npm ci)
+
+# Mistakes the type-check must report, one per copy of the fleet dashboard (tsc reports
+# only the first unknown key of an object): (what is wrong, old text, new text)
+MISTAKES = [
+    ("empty current", '"name": "job",', '"name": "job", "current": {},'),
+    ("misspelt panel key", '"description": "One row', '"descripton": "x", "description": "One row'),
+    ("misspelt option", '"displayMode": "table"', '"displayMod": "table"'),
+    ("wrong enum value", '"colorMode": "background"', '"colorMode": "backgroundd"'),
+    ("misspelt query key", '"legendFormat": "up"', '"legendFormt": "up"'),
+    ("top-level annotation expr", '"iconColor": "red",', '"iconColor": "red", "expr": "up",'),
+    ("link without icon", '"icon": "external link",', ""),
+]
+
+
+def _grafana_version() -> str:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose["services"]["grafana"]["image"].rsplit(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def type_check(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """tsc's errors for each generated dashboard and each broken copy of the fleet's, each
+    written as ``const dashboard: DashboardJson = <the JSON>`` (a literal, so TypeScript
+    checks every key and string value against the type, not a widened JSON import)."""
+    node = require_binary("node")
+    tsc = SCHEMA / "node_modules/typescript/bin/tsc"
+    if not tsc.exists():
+        pytest.fail(f"{tsc} is missing: run `make test` (npm ci in {SCHEMA.name})")
+    work = tmp_path_factory.mktemp("schema")
+    sources = {p.stem: p.read_text() for p in DASHBOARDS}
+    fleet = sources["mlmon-fleet"]
+    for i, (_what, old, new) in enumerate(MISTAKES):
+        assert old in fleet, old
+        sources[f"broken-{i}"] = fleet.replace(old, new, 1)
+    for name, text in sources.items():
+        (work / f"{name}.ts").write_text(
+            f'import type {{ DashboardJson }} from "{SCHEMA}/dashboard";\n'
+            f"export const dashboard: DashboardJson = {text};\n"
+        )
+    config = {"extends": str(SCHEMA / "tsconfig.json"), "files": [f"{n}.ts" for n in sources]}
+    (work / "tsconfig.json").write_text(json.dumps(config))
+    res = subprocess.run(
+        [node, str(tsc), "-p", ".", "--pretty", "false"], cwd=work, capture_output=True, text=True
+    )
+    errors: dict[str, str] = {name: "" for name in sources}
+    name = None
+    for line in res.stdout.splitlines():
+        m = re.match(r"([\w-]+)\.ts\(\d+,\d+\): error TS", line)
+        assert m or (name and line.startswith(" ")), line  # tsc's own failure, not a file's
+        name = m.group(1) if m else name
+        errors[name] += line + "\n"
+    assert res.returncode == (2 if any(errors.values()) else 0), res.stdout + res.stderr
+    return errors
+
+
+def test_schema_is_the_composed_grafanas():
+    """The type-check uses @grafana/schema of the Grafana docker-compose.yml runs."""
+    version = _grafana_version()
+    pinned = json.loads((SCHEMA / "package.json").read_text())["devDependencies"]
+    assert pinned["@grafana/schema"] == version
+    lock = json.loads((SCHEMA / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/@grafana/schema"]["version"] == version
+    installed = SCHEMA / "node_modules/@grafana/schema/package.json"
+    assert installed.exists(), "run `make test` (npm ci in tests/dashboards-schema)"
+    assert json.loads(installed.read_text())["version"] == version
+
+
+def test_dashboards_type_check_against_grafana_schema(type_check):
+    for path in DASHBOARDS:
+        assert type_check[path.stem] == "", type_check[path.stem]
+
+
+def test_type_check_reports_wrong_fields(type_check):
+    for i, (what, _old, _new) in enumerate(MISTAKES):
+        assert "error TS" in type_check[f"broken-{i}"], f"tsc missed: {what}"
 
 
 def test_dashboard_structure():
@@ -112,19 +224,174 @@ def test_dashboard_structure():
     }
 
 
+THRESHOLD_SERIES = re.compile(r"\bmodel:mlmon_threshold_(\w+):max\b|\bmlmon_threshold_(\w+)")
+
+
+def _red_lines(p: dict) -> list[dict]:
+    """The targets a panel draws as red lines: those its red overrides match by name or
+    by regular expression (against the legend template)."""
+    out = []
+    for o in p["fieldConfig"]["overrides"]:
+        props = {x["id"]: x["value"] for x in o["properties"]}
+        if props.get("color", {}).get("fixedColor") != "red":
+            continue
+        m = o["matcher"]
+        hits = [
+            t
+            for t in p["targets"]
+            if (m["id"] == "byName" and t["legendFormat"] == m["options"])
+            or (m["id"] == "byRegexp" and re.fullmatch(m["options"], t["legendFormat"]))
+        ]
+        assert hits, f"{p['title']}: red override {m} matches no target"
+        out += hits
+    return out
+
+
 def test_red_threshold_lines_come_from_threshold_series():
-    found = 0
+    drawn = set()
     for path in DASHBOARDS:
         for p in _panels(_load(path)):
-            for o in p["fieldConfig"]["overrides"]:
-                props = {x["id"]: x["value"] for x in o["properties"]}
-                if props.get("color", {}).get("fixedColor") != "red":
-                    continue
-                name = o["matcher"]["options"]
-                t = next(t for t in p["targets"] if t["legendFormat"] == name)
-                assert re.search(r"model:mlmon_threshold_\w+:max|mlmon_threshold_\w+", t["expr"])
-                found += 1
-    assert found >= 10
+            for t in _red_lines(p):
+                found = THRESHOLD_SERIES.findall(t["expr"])
+                assert found, f"{path.name}: {p['title']}: {t['expr']}"
+                drawn |= {a or b for a, b in found}
+    # every threshold an alert compares with has a red line somewhere
+    alerting = set(re.findall(r"model:mlmon_threshold_(\w+):max", _alert_exprs()))
+    assert len(alerting) >= 15 and alerting <= set(THRESHOLDS)
+    assert drawn >= alerting, f"no red line for {sorted(alerting - drawn)}"
+
+
+def _alert_exprs() -> str:
+    doc = yaml.safe_load((ROOT / "prometheus/rules/mlmon.alerts.yml").read_text())
+    return "\n".join(r["expr"] for g in doc["groups"] for r in g["rules"])
+
+
+# stat tiles coloured by a model's threshold series: title -> (threshold, red above/below)
+TILES = {
+    ("mlmon-model.json", "Traffic"): ("request_rate_min", "below"),
+    ("mlmon-model.json", "Error ratio"): ("error_ratio_max", "above"),
+    ("mlmon-model.json", "p99 latency"): ("latency_p99_seconds_max", "above"),
+    ("mlmon-performance.json", "Accuracy (1d)"): ("accuracy_min", "below"),
+    ("mlmon-performance.json", "F1 (1d)"): ("f1_min", "below"),
+    ("mlmon-performance.json", "Calibration error"): ("calibration_error_max", "above"),
+}
+
+
+def _limit_from_query(p: dict) -> tuple[str, str, str] | None:
+    """(the config query, the base colour, the step colour) of a "Config from query
+    results" that sets the panel's threshold, or None."""
+    config = [t for t in p.get("transformations", []) if t["id"] == "configFromData"]
+    if not config:
+        return None
+    (c,) = config
+    opts = c["options"]
+    (ref,) = [t for t in p["targets"] if t["refId"] == opts["configRefId"]]
+    (mapping,) = opts["mappings"]
+    assert mapping["handlerKey"] == "threshold1" and mapping["fieldName"] == ref["legendFormat"]
+    assert opts["applyTo"] == {"id": "byFrameRefID", "options": p["targets"][0]["refId"]}
+    steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert len(steps) == 1 and steps[0]["value"] is None, p["title"]
+    return ref["expr"], steps[0]["color"], mapping["handlerArguments"]["threshold"]["color"]
+
+
+def test_stat_tiles_take_their_limit_from_the_models_threshold_series():
+    """A model with its own threshold is coloured against its own alert: the tile's step
+    is the threshold series, through Grafana's "Config from query results", red on the
+    alerting side; no tile holds a copy of a default threshold."""
+    seen = {}
+    defaults = set(Params().defaults.values())
+    for path in DASHBOARDS:
+        for p in _panels(_load(path)):
+            if p["type"] != "stat":
+                continue
+            limit = _limit_from_query(p)
+            if (path.name, p["title"]) in TILES:
+                assert limit, f"{path.name}: {p['title']} has no limit from a query"
+                name, direction = TILES[path.name, p["title"]]
+                expr, base, step = limit
+                assert f"model:mlmon_threshold_{name}:max" in expr, expr
+                assert (base, step) == (
+                    ("green", "red") if direction == "above" else ("red", "green")
+                )
+                seen[path.name, p["title"]] = expr
+            elif limit is None:
+                fixed = {s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]}
+                assert not (fixed - {None, 1, 0.5, Params().ingest_rejected_ratio_max}) & defaults
+    assert set(seen) == set(TILES)
+
+
+def _fleet_column(fleet: dict, column: str) -> tuple[dict, dict]:
+    """The models table's target and override of ``column`` (its display name)."""
+    table = next(p for p in fleet["panels"] if p["title"] == "Models")
+    for o in table["fieldConfig"]["overrides"]:
+        props = {x["id"]: x["value"] for x in o["properties"]}
+        if props.get("displayName") == column:
+            ref = o["matcher"]["options"].removeprefix("Value #")
+            return next(t for t in table["targets"] if t["refId"] == ref), props
+    raise AssertionError(column)
+
+
+def test_fleet_cells_compare_each_model_with_its_own_limit():
+    """A table colours a column with one set of steps; so a column that models limit
+    differently holds the model's value divided by its own threshold series, red past 1."""
+    fleet = _load(ROOT / "grafana/dashboards/mlmon-fleet.json")
+    for column, threshold, direction in [
+        ("Error ratio (% of budget)", "error_ratio_max", "above"),
+        ("Drifted share (% of limit)", "drifted_features_ratio_max", "above"),
+        ("Prediction drift (% of KS floor)", "drift_ks_min", "above"),
+        ("Accuracy (% of minimum)", "accuracy_min", "below"),
+        ("Disparate impact (% of minimum)", "disparate_impact_min", "below"),
+    ]:
+        t, props = _fleet_column(fleet, column)
+        assert t["expr"].endswith(f" / on (model) model:mlmon_threshold_{threshold}:max")
+        colours = [s["color"] for s in props["thresholds"]["steps"]]
+        assert props["thresholds"]["steps"][1]["value"] == 1
+        assert colours == (["green", "red"] if direction == "above" else ["red", "green"])
+
+
+def _links(d: dict) -> list[tuple[str, str]]:
+    """(panel title, URL) of every data link in a dashboard's panels."""
+    out = []
+    for p in _panels(d):
+        for o in p["fieldConfig"]["overrides"]:
+            for prop in o["properties"]:
+                if prop["id"] == "links":
+                    out += [(p["title"], link["url"]) for link in prop["value"]]
+    return out
+
+
+def test_links_open_dashboards_that_define_their_variables():
+    by_uid = {_load(p)["uid"]: _load(p) for p in DASHBOARDS}
+    checked = 0
+    for path in DASHBOARDS:
+        for title, url in _links(_load(path)):
+            m = re.fullmatch(r"/d/([\w-]+)/[\w-]+\?(.*)", url)
+            assert m and m.group(1) in by_uid, f"{path.name}: {title}: {url}"
+            names = set(re.findall(r"var-(\w+)=", m.group(2)))
+            assert names and names <= _defined(by_uid[m.group(1)]), f"{title}: {url}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_fleet_cells_open_a_dashboard_that_draws_the_signal():
+    """A click on a cell opens a dashboard with a panel on the same series."""
+    fleet = _load(ROOT / "grafana/dashboards/mlmon-fleet.json")
+    by_uid = {_load(p)["uid"]: _load(p) for p in DASHBOARDS}
+    table = next(p for p in fleet["panels"] if p["title"] == "Models")
+    names = 0
+    for o in table["fieldConfig"]["overrides"]:
+        props = {x["id"]: x["value"] for x in o["properties"]}
+        if o["matcher"]["options"] == "model":
+            continue
+        ref = o["matcher"]["options"].removeprefix("Value #")
+        expr = next(t["expr"] for t in table["targets"] if t["refId"] == ref)
+        signal = re.search(r"\b(model_version\w*:mlmon_\w+:\w+|ALERTS)\b", expr).group(1)
+        (link,) = props["links"]
+        target_board = by_uid[link["url"].split("/")[2]]
+        drawn = " ".join(e for _, e in _exprs(target_board))
+        assert signal in drawn, f"{props['displayName']}: {target_board['title']} lacks {signal}"
+        names += 1
+    assert names == len(table["targets"])
 
 
 def test_every_query_parses(tmp_path):
@@ -132,14 +399,17 @@ def test_every_query_parses(tmp_path):
     rules = []
     for path in DASHBOARDS:
         d = _load(path)
-        for i, (_title, expr) in enumerate(_exprs(d)):
-            rules.append({"record": f"dashboard:check_{len(rules)}:{i}", "expr": _substitute(expr)})
+        defined = _defined(d)
+        for i, (_title, expr) in enumerate(_exprs(d) + _annotation_exprs(d)):
+            rules.append(
+                {"record": f"dashboard:check_{len(rules)}:{i}", "expr": _substitute(expr, defined)}
+            )
         for v in d["templating"]["list"]:
             if v["type"] == "query":
                 rules.append(
                     {
                         "record": f"dashboard:var_{len(rules)}:q",
-                        "expr": _variable_query(v["query"]["query"]),
+                        "expr": _variable_query(v["query"]["query"], defined),
                     }
                 )
     f = tmp_path / "dashboards.rules.yml"
@@ -149,16 +419,21 @@ def test_every_query_parses(tmp_path):
     assert f"{len(rules)} rules found" in res.stdout
 
 
-def _variable_query(q: str) -> str:
+def _variable_query(q: str, defined: set[str]) -> str:
     m = re.fullmatch(r"label_values\((.+), (\w+)\)", q)
     assert m, q
-    return _substitute(f"count by ({m.group(2)}) ({m.group(1)})")
+    return _substitute(f"count by ({m.group(2)}) ({m.group(1)})", defined)
 
 
 def _exporter_samples(tmp_path: Path) -> set[str]:
+    """Every sample name an exporter with a proxy writes."""
+    import os
+
+    proxy = ProxyStats()
+    proxy.pid = os.getpid()  # this process stands in for the proxy's, for its process metrics
     names = set()
     for m in loaded_monitors(tmp_path):
-        for fam in build_registry(m).collect():
+        for fam in build_registry(m, proxy).collect():
             names |= {s.name for s in fam.samples}
     return names
 
@@ -177,7 +452,7 @@ def test_dashboards_only_name_metrics_that_exist(tmp_path):
         d = _load(path)
         exprs = [e for _, e in _exprs(d)]
         exprs += [v["query"]["query"] for v in d["templating"]["list"] if v["type"] == "query"]
-        exprs += [a["expr"] for a in d["annotations"]["list"]]
+        exprs += [e for _, e in _annotation_exprs(d)]
         for expr in exprs:
             for name in re.findall(r"(?<![\w:])([a-zA-Z_][\w:]*)\s*(?=\{|\[|\)|$| )", expr):
                 if ":" in name:
@@ -204,18 +479,69 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory):
     doc["models"][0]["baseline"] = str(ROOT / "examples" / doc["models"][0]["baseline"])
     cfg.write_text(yaml.safe_dump(doc))
     ports = [stack.free_port() for _ in range(3)]
-    st = demo.start_stack(ROOT, cfg, work, *ports, interval="1s", alert_for="1s", group_wait="1s")
+    second, upstream = _second_exporter(work / "second")
+    try:
+        st = demo.start_stack(
+            ROOT, cfg, work, *ports, interval="1s", alert_for="1s", group_wait="1s",
+            extra_targets=(f"127.0.0.1:{second.port}",),
+        )  # fmt: skip
+    except BaseException:
+        second.stop()
+        upstream.shutdown()
+        raise
     stop = threading.Event()
     sender = threading.Thread(
         target=demo.traffic, args=(st.exporter.url, 400.0, 4.0, 90.0, stop, 2.0), daemon=True
     )
     sender.start()
+    regression = threading.Thread(target=_regression_traffic, args=(second, stop), daemon=True)
+    regression.start()
     try:
         yield st
     finally:
         stop.set()
         sender.join(15)
+        regression.join(15)
         st.stop()
+        second.stop()
+        upstream.shutdown()
+
+
+# The demo has one binary model and no proxy; a second exporter beside it serves a
+# regression model (REGRESSION) behind a proxy, so their panels have data too.
+REGRESSION = "m"
+
+
+def _second_exporter(work: Path) -> tuple[Exporter, object]:
+    work.mkdir()
+    _monitor(work, "regression")  # writes the config and the baseline
+    upstream = tfserving.serve(0)
+    args = ["--upstream", f"http://127.0.0.1:{upstream.server_address[1]}",
+            "--proxy.listen-address", "127.0.0.1:0"]  # fmt: skip
+    exporter = Exporter(work / "c.yml", args)
+    _regression_batch(exporter, 0, 2_000)
+    return exporter, upstream
+
+
+def _regression_batch(exporter: Exporter, seed: int, n: int) -> None:
+    """``n`` labelled predictions of the regression model (sizes one spread higher)."""
+    rows = _rows(n, seed=100 + seed, shift=1.0)
+    for i, r in enumerate(rows):
+        r["id"] = f"r{seed}-{i}"
+        r["version"] = "v1"
+    events = [{k: v for k, v in r.items() if k != "label"} for r in rows]
+    labels = [{"id": r["id"], "label": r["label"]} for r in rows]
+    for path, body in (("predictions", {"events": events}), ("labels", {"labels": labels})):
+        reply = exporter.session.post(f"{exporter.url}/v1/models/{REGRESSION}/{path}", json=body)
+        assert reply.status_code == 200, reply.text
+
+
+def _regression_traffic(exporter: Exporter, stop: threading.Event) -> None:
+    """A batch a second while the stack runs: the day's error counters must grow."""
+    seed = 1
+    while not stop.wait(1.0):
+        _regression_batch(exporter, seed, 50)
+        seed += 1
 
 
 def test_demo_drift_alert_fires_in_alertmanager(demo_stack):
@@ -228,11 +554,11 @@ def test_demo_drift_alert_fires_in_alertmanager(demo_stack):
             for a in alerts
             if a["labels"]["alertname"] == "MLModelFeatureDrift"
             and a["status"]["state"] == "active"
+            and a["labels"]["model"] == "credit-risk"  # the second exporter's model drifts too
         ]
 
     alerts = wait_until(firing, 60, "MLModelFeatureDrift to be active in Alertmanager")
     assert {a["labels"]["feature"] for a in alerts} >= {"income", "debt_ratio"}
-    assert all(a["labels"]["model"] == "credit-risk" for a in alerts)
 
 
 def _active(demo_stack, name: str) -> list:
@@ -277,17 +603,20 @@ def test_every_panel_query_returns_series(demo_stack):
         queries = [
             (f"{p['title']} [{t['refId']}]", t["expr"]) for p in _panels(d) for t in p["targets"]
         ]
+        defined = _defined(d)
         queries += [
-            (f"variable {v['name']}", _variable_query(v["query"]["query"]))
+            (f"variable {v['name']}", _variable_query(v["query"]["query"], defined))
             for v in d["templating"]["list"]
             if v["type"] == "query"
         ]
-        queries += [(f"annotation {a['name']}", a["expr"]) for a in d["annotations"]["list"]]
+        queries += [(f"annotation {name}", e) for name, e in _annotation_exprs(d)]
         for title, expr in queries:
-            promql = _substitute(expr)
+            promql = _substitute(expr, defined)
+            # a panel for another task has its data on the second exporter's model
+            other = _substitute(expr, defined, model=REGRESSION)
 
-            def has_series(q: str = promql) -> bool:
-                return len(stack.query(prom, q)) > 0
+            def has_series(q: str = promql, q2: str = other) -> bool:
+                return any(len(stack.query(prom, x)) > 0 for x in dict.fromkeys((q, q2)))
 
             try:
                 wait_until(has_series, 20, f"{path.name}: {title}")
@@ -296,3 +625,18 @@ def test_every_panel_query_returns_series(demo_stack):
             checked += 1
     assert not empty, "panels without data:\n" + "\n".join(empty)
     assert checked > 60
+
+
+def test_every_url_the_demo_prints_answers(demo_stack, tmp_path):
+    """The banner of `mlmon demo` on this machine's Prometheus and Alertmanager (Debian's:
+    the classic UI under /classic, no Alertmanager UI): every link it prints answers 200."""
+    import argparse
+    import urllib.request
+
+    args = argparse.Namespace(rate=50.0, drift_after=120.0, alert_for="1m")
+    banner = demo._banner(demo_stack, tmp_path, args)
+    urls = re.findall(r"https?://\S+", banner)
+    assert len(urls) >= 6, banner
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert reply.status == 200, url

@@ -44,12 +44,10 @@ def query_var(
         "type": "query",
         "datasource": DS,
         "query": {"query": query, "refId": f"{name}-var"},
-        "definition": query,
         "refresh": 2,
         "sort": 1,
         "multi": multi,
         "includeAll": include_all,
-        "current": {},
         "options": [],
         "hide": 0,
     }
@@ -101,9 +99,36 @@ def variables(p: Params, model: bool = True, feature: bool = False) -> list[Json
     return out
 
 
+def alerts_annotation(selector: str) -> Json:
+    """The firing alerts that match ``selector``, as regions on every time series. The
+    query sits in ``target`` where Grafana's Prometheus data source keeps it (it moves a
+    top-level ``expr`` there on load); the title and text formats are that data source's
+    own annotation fields."""
+    return {
+        "name": "Firing mlmon alerts",
+        "datasource": DS,
+        "enable": True,
+        "iconColor": RED,
+        "target": {
+            "refId": "Anno",
+            "expr": f'ALERTS{{alertstate="firing", {selector}}}',
+            "interval": "60s",
+        },
+        "titleFormat": "{{alertname}}",
+        "textFormat": "{{model}} {{version}} {{feature}}",
+    }
+
+
 def dashboard(
-    uid: str, title: str, description: str, panels: list[Json], templating: list[Json]
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[Json],
+    templating: list[Json],
+    alerts: str = 'model="$model"',
 ) -> dict[str, Any]:
+    """A dashboard; ``alerts`` selects the firing alerts drawn on its time series (the
+    fleet has no model variable, so it draws every mlmon alert)."""
     return {
         "uid": uid,
         "title": title,
@@ -117,21 +142,7 @@ def dashboard(
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
         "templating": {"list": templating},
-        "annotations": {
-            "list": [
-                {
-                    "name": "Firing mlmon alerts",
-                    "datasource": DS,
-                    "enable": True,
-                    "iconColor": RED,
-                    "expr": 'ALERTS{alertstate="firing", model="$model"}',
-                    "titleFormat": "{{alertname}}",
-                    "textFormat": "{{feature}} {{version}}",
-                    "step": "60s",
-                    "useValueForTime": False,
-                }
-            ]
-        },
+        "annotations": {"list": [alerts_annotation(alerts)]},
         "links": [
             {
                 "title": "mlmon dashboards",
@@ -140,6 +151,9 @@ def dashboard(
                 "asDropdown": True,
                 "includeVars": True,
                 "keepTime": True,
+                "icon": "external link",
+                "targetBlank": False,
+                "tooltip": "",
             }
         ],
         "panels": layout(panels),

@@ -27,9 +27,9 @@ def selection() -> list[Json]:
         timeseries(
             "Disparate impact",
             "Each group's selection rate over the last day divided by "
-            "the most favoured group's (fleet). Below the red dashed line (0.8: the "
-            "four-fifths rule) a group is disadvantaged; grey dotted: 3-day and 7-day "
-            "averages.",
+            "the most favoured group's (fleet). Below the red dashed line "
+            "(disparate_impact_min; 0.8 by default, the four-fifths rule) a group is "
+            "disadvantaged; grey dotted: 3-day and 7-day averages.",
             "percentunit",
             [
                 target(agg("min", impact, FSEL, BY), GROUP),
@@ -50,8 +50,32 @@ def selection() -> list[Json]:
     ]
 
 
+def differences() -> Json:
+    """The two differences the fairness alerts compare with their limits, either sign."""
+    lines = [
+        target(agg("min", DAY.format(f"{d}_difference"), FSEL, BY), f"{GROUP} {short}")
+        for d, short in (("demographic_parity", "parity"), ("equal_opportunity", "opportunity"))
+    ]
+    for d, short in (("demographic_parity", "parity"), ("equal_opportunity", "opportunity")):
+        lines += [
+            target(th(f"{d}_difference_max"), f"{short} limit"),
+            target(f"-{th(f'{d}_difference_max')}", f"{short} -limit"),
+        ]
+    return timeseries(
+        "Differences from the reference",
+        "Demographic-parity difference (selection rate) and equal-opportunity difference "
+        "(true-positive rate) of each group against the reference group (configured, else "
+        "the most favoured) over the last day (fleet). Outside the red dashed lines "
+        "(±demographic_parity_difference_max, ±equal_opportunity_difference_max) the "
+        "group's alert fires.",
+        "percentunit",
+        lines,
+        threshold_legend="^(parity|opportunity) -?limit$",
+        w=8,
+    )
+
+
 def errors_by_group() -> list[Json]:
-    difference = "mlmon_fairness_{}_difference"
     return [
         row("Errors by group"),
         by_group(
@@ -67,23 +91,30 @@ def errors_by_group() -> list[Json]:
             "max",
             "mlmon_fairness_false_positive_rate",
         ),
+        differences(),
+    ]
+
+
+def significance() -> list[Json]:
+    """The p-values the fairness alerts require below fairness_p_value_max."""
+    p_value = "model_version_attribute_group:mlmon_fairness_{}_p_value:max"
+    return [
+        row("Significance"),
         timeseries(
-            "Differences from the reference",
-            "Demographic-parity difference (selection "
-            "rate) and equal-opportunity difference (true-positive rate) of each group "
-            "against the reference group (configured, else the most favoured).",
-            "percentunit",
+            "Significance of each group's gap",
+            "Two-sided p-value of each group's selection rate (and true-positive rate) against "
+            "the reference group's in the exporter's window (two-proportion z-test; the "
+            "least significant replica). The fairness alerts fire only below the red dashed "
+            "line (fairness_p_value_max, 0.05 by default): above it, a gap that size is "
+            "common by chance in groups this small.",
+            "none",
             [
-                target(
-                    agg("min", difference.format("demographic_parity"), FSEL, BY),
-                    f"{GROUP} parity",
-                ),
-                target(
-                    agg("min", difference.format("equal_opportunity"), FSEL, BY),
-                    f"{GROUP} opportunity",
-                ),
+                target(agg("max", p_value.format("selection_rate"), FSEL, BY), f"{GROUP} sel"),
+                target(agg("max", p_value.format("true_positive_rate"), FSEL, BY), f"{GROUP} tpr"),
+                target(th("fairness_p_value_max"), "limit"),
             ],
-            w=8,
+            threshold_legend="limit",
+            w=24,
         ),
     ]
 
@@ -105,6 +136,6 @@ def build(p: Params) -> Json:
         p.dashboards["fairness"].uid,
         "mlmon / Fairness",
         "Outcomes by sensitive group: selection rates, disparate impact, error rates.",
-        [*selection(), *errors_by_group()],
+        [*selection(), *errors_by_group(), *significance()],
         [*variables(p), attribute_variable()],
     )

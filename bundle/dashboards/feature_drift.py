@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bundle.dashboards.board import dashboard, variables
 from bundle.dashboards.panels import Json, row, target, timeseries
 from bundle.dashboards.queries import SEL, agg, th, trends
@@ -12,19 +14,38 @@ BASELINE = 'model="$model", feature=~"$feature"'
 
 
 def against_baseline(
-    title: str, description: str, by: str, live: str, baseline: str, legend: str, w: int = 12
+    title: str,
+    description: str,
+    by: str,
+    live: str,
+    baseline: str,
+    legend: str,
+    w: int = 12,
+    limit: str = "",
+    finite: bool = False,
+    **kw: Any,
 ) -> Json:
-    """A live per-feature share (solid) and the baseline's (grey), same legend."""
+    """A live per-feature share (solid) and the baseline's (grey), same legend; with
+    ``limit`` (a threshold on the rise above the baseline) a red line per feature at the
+    baseline's share plus that limit, where the feature's alert fires. With ``finite``,
+    the +Inf bucket (always 100%) is left out."""
+    extra = ', le!="+Inf"' if finite else ""
+    base = agg("max", baseline, BASELINE + extra, by)
+    targets = [
+        target(agg("max", live, SELF + extra, by), legend),
+        target(base, f"baseline {legend}"),
+    ]
+    if limit:
+        targets.append(target(f"{base} + on () group_left () {th(limit)}", f"limit {legend}"))
     return timeseries(
         title,
         description,
         "percentunit",
-        [
-            target(agg("max", live, SELF, by), legend),
-            target(agg("max", baseline, BASELINE, by), f"baseline {legend}"),
-        ],
+        targets,
         w=w,
         baseline=True,
+        threshold_legend="^limit .*" if limit else None,
+        **kw,
     )
 
 
@@ -48,14 +69,19 @@ def distribution() -> list[Json]:
     return [
         row("Distribution"),
         against_baseline(
-            "Live vs baseline CDF",
-            "Cumulative share of values at or below each "
+            "Live vs baseline CDF: $feature",
+            "Cumulative share of the feature's values at or below each "
             "histogram edge: the last hour (solid) against the baseline (dashed grey). "
-            "The largest vertical gap is the KS distance.",
-            "feature, le",
+            "The largest vertical gap is the KS distance. One panel per selected feature; "
+            "the last edge (+Inf, always 100%) is left out.",
+            "le",
             "model_version_feature_le:mlmon_feature_value_cdf:ratio_increase1h",
             "model_feature_le:mlmon_feature_baseline_cdf:ratio",
-            "{{feature}} ≤ {{le}}",
+            "≤ {{le}}",
+            finite=True,
+            repeat="feature",
+            repeatDirection="h",
+            maxPerRow=2,
         ),
         against_baseline(
             "Category mix",
@@ -130,12 +156,14 @@ def data_quality() -> list[Json]:
         against_baseline(
             "Missing values",
             "Share of inferences where the feature is missing (15m), "
-            "against the baseline's share (dashed grey).",
+            "against the baseline's share (dashed grey); the red line is the baseline's "
+            "share plus missing_ratio_increase_max, above which the feature's alert fires.",
             "feature",
             "model_version_feature:mlmon_feature_missing:ratio_rate15m",
             "model_feature:mlmon_feature_baseline_missing_ratio:max",
             "{{feature}}",
             w=8,
+            limit="missing_ratio_increase_max",
         ),
         timeseries(
             "Out of range",
@@ -151,12 +179,15 @@ def data_quality() -> list[Json]:
         against_baseline(
             "Unseen categories",
             "Share of values outside the baseline vocabulary (15m), "
-            "against the baseline's __other__ share (dashed grey).",
+            "against the baseline's __other__ share (dashed grey); the red line is the "
+            "baseline's share plus unseen_category_ratio_increase_max, above which the "
+            "feature's alert fires.",
             "feature",
             "model_version_feature:mlmon_feature_other_category:ratio_rate15m",
             "model_feature:mlmon_feature_baseline_other_category_ratio:max",
             "{{feature}}",
             w=8,
+            limit="unseen_category_ratio_increase_max",
         ),
     ]
 

@@ -3,57 +3,75 @@
 from __future__ import annotations
 
 from bundle.dashboards.board import MODEL, dashboard, variables
-from bundle.dashboards.panels import Json, by_regex, row, stat, target, timeseries
-from bundle.dashboards.queries import agg, rate, th, trends
+from bundle.dashboards.panels import Json, by_regex, row, stat, table, target, timeseries
+from bundle.dashboards.queries import SEL, agg, rate, th, trends
 from bundle.params import Params
 
 REQUESTS = "model_version:mlmon_inference_requests:rate5m"
 ERRORS = "model_version:mlmon_inference_error_ratio:ratio_rate5m"
 LATENCY = "model_version:mlmon_inference_latency_seconds:{}_rate5m"
 DRIFTED = "model_version_feature:mlmon_feature_drifted:increase1h"
+FINITE = 'le!="+Inf"'  # the last bucket holds everything, live and baseline alike
 
 
-def by_feature(title: str, description: str, unit: str, rule: str, limit: str = "") -> Json:
+def by_feature(title: str, description: str, unit: str, rule: str, limit: str) -> Json:
     """One line per feature of a per-feature rule, with the red line of threshold ``limit``."""
-    targets = [target(agg("max", rule, by="feature"), "{{feature}}")]
-    if limit:
-        targets.append(target(th(limit), "limit"))
-    return timeseries(title, description, unit, targets, threshold_legend=limit and "limit", w=12)
+    targets = [target(agg("max", rule, by="feature"), "{{feature}}"), target(th(limit), "limit")]
+    return timeseries(title, description, unit, targets, threshold_legend="limit", w=8)
 
 
-def headline(p: Params) -> list[Json]:
-    d = p.defaults
+def headline() -> list[Json]:
     return [
         row("Service"),
         stat(
             "Traffic",
-            "Inferences per second, all selected versions.",
+            "Inferences per second, all selected versions; red at or below the model's "
+            "request_rate_min (0 by default: a full stop).",
             "reqps",
             [target(agg("sum", REQUESTS), "now")],
-            limit=None,
+            # MLModelNoTraffic fires at or below the minimum; a tile step is "from", so
+            # green starts just above it
+            limit=th("request_rate_min") + " + 1e-9",
+            direction="below",
         ),
         stat(
             "Error ratio",
-            "Share of failed inferences over 5 minutes; red above the error "
+            "Share of failed inferences over 5 minutes; red above the model's error "
             "budget (error_ratio_max).",
             "percentunit",
             [target(agg("max", ERRORS), "now")],
-            limit=d["error_ratio_max"],
+            limit=th("error_ratio_max"),
         ),
         stat(
             "p99 latency",
             "99th-percentile inference latency reported by the model server; "
-            "red above latency_p99_seconds_max.",
+            "red above the model's latency_p99_seconds_max.",
             "s",
             [target(agg("max", LATENCY.format("p99")), "p99")],
-            limit=d["latency_p99_seconds_max"],
+            limit=th("latency_p99_seconds_max"),
         ),
         stat(
             "Drifted features",
-            "Features whose fleet-wide drift over the last hour is at least its floor.",
+            "Features whose fleet-wide drift over the last hour, in any selected version, "
+            "is at least its floor (each counted once).",
             "short",
-            [target(agg("sum", DRIFTED), "drifted")],
-            limit=1,  # any drifted feature
+            [
+                target(
+                    f"count(max by (feature) ({DRIFTED}{{{SEL}}}) > 0) or on () vector(0)",
+                    "drifted",
+                )
+            ],
+            limit=1,  # any drifted feature: MLModelFeatureDrift fires for each
+        ),
+        table(
+            "Firing alerts",
+            "The alerts that fire for this model now, with their labels; each "
+            "notification links its runbook.",
+            "short",
+            [target(f'ALERTS{{alertstate="firing", {MODEL}}}', "", instant=True, fmt="table")],
+            [],
+            [{"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True}}}],
+            h=5,
         ),
     ]
 
@@ -62,9 +80,15 @@ def service() -> list[Json]:
     return [
         timeseries(
             "Throughput",
-            "Inferences per second by version, with the 3-day and 7-day averages for comparison.",
+            "Inferences per second by version, each with its 3-day and 7-day averages; the "
+            "red dashed line is the model's request_rate_min.",
             "reqps",
-            [target(agg("sum", REQUESTS, by="version"), "{{version}}"), *trends("sum", REQUESTS)],
+            [
+                target(agg("sum", REQUESTS, by="version"), "{{version}}"),
+                target(th("request_rate_min"), "minimum"),
+                *trends("sum", REQUESTS, by="version", legend="{{version}}"),
+            ],
+            threshold_legend="minimum",
             trends=True,
             w=8,
         ),
@@ -76,7 +100,7 @@ def service() -> list[Json]:
             [
                 target(agg("max", ERRORS, by="version"), "{{version}}"),
                 target(th("error_ratio_max"), "budget"),
-                *trends("max", ERRORS),
+                *trends("max", ERRORS, by="version", legend="{{version}}"),
             ],
             threshold_legend="budget",
             trends=True,
@@ -120,78 +144,83 @@ def service() -> list[Json]:
     ]
 
 
-def inputs(p: Params) -> list[Json]:
-    drifted = "model_version:mlmon_drifted_features:ratio_increase1h"
-    ks = "model_version_feature:mlmon_feature_drift_ks:increase1h"
-    drill_down = (
-        p.dashboard_path("feature-drift") + "?var-model=$model&"
+def drill_down(p: Params, floor: str) -> list[Json]:
+    """A click on a feature's series opens that feature's drift dashboard."""
+    url = (
+        p.dashboard_path("feature-drift") + "?var-model=$model&var-version=$version&"
         "var-feature=${__field.labels.feature}&${__url_time_range}"
     )
+    return [
+        by_regex(
+            f"^(?!{floor}$).*", [{"id": "links", "value": [{"title": "Feature drift", "url": url}]}]
+        )
+    ]
+
+
+def feature_drift(p: Params, title: str, test: str, kind: str, floor: str) -> Json:
+    rule = f"model_version_feature:mlmon_feature_drift_{test}:increase1h"
+    return timeseries(
+        title,
+        f"Fleet {test.upper()} per {kind} feature over the last hour; the red line is the "
+        "floor from which a feature counts as drifted. Click a series for the feature's "
+        "drill-down.",
+        "none",
+        [target(agg("max", rule, by="feature"), "{{feature}}"), target(th(floor), "floor")],
+        threshold_legend="floor",
+        w=12,
+        overrides=drill_down(p, "floor"),
+    )
+
+
+def inputs(p: Params) -> list[Json]:
+    drifted = "model_version:mlmon_drifted_features:ratio_increase1h"
     return [
         row("Inputs"),
         timeseries(
             "Drifted share of features",
             "Share of tested features that drifted over the "
-            "last hour, all replicas together. Above the red line the whole dataset counts "
-            "as drifted.",
+            "last hour, all replicas together, by version with its 3-day and 7-day averages. "
+            "Above the red line the whole dataset counts as drifted.",
             "percentunit",
             [
                 target(agg("max", drifted, by="version"), "{{version}}"),
                 target(th("drifted_features_ratio_max"), "limit"),
-                *trends("max", drifted),
+                *trends("max", drifted, by="version", legend="{{version}}"),
             ],
             threshold_legend="limit",
             trends=True,
             w=12,
         ),
-        timeseries(
-            "Feature drift (KS)",
-            "Fleet KS distance per numeric feature over the last "
-            "hour; the red line is the floor above which a feature counts as drifted. "
-            "Click a series for the feature's drill-down.",
-            "none",
-            [
-                target(agg("max", ks, by="feature"), "{{feature}}"),
-                target(th("drift_ks_min"), "floor"),
-            ],
-            threshold_legend="floor",
-            w=12,
-            overrides=[
-                by_regex(
-                    "^(?!floor$).*",
-                    [{"id": "links", "value": [{"title": "Feature drift", "url": drill_down}]}],
-                )
-            ],
-        ),
-        timeseries(
-            "Categorical drift (PSI)",
-            "Fleet PSI per categorical feature over the last hour; the red line is the floor.",
-            "none",
-            [
-                target(
-                    agg(
-                        "max",
-                        "model_version_feature:mlmon_feature_drift_psi:increase1h",
-                        by="feature",
-                    ),
-                    "{{feature}}",
-                ),
-                target(th("drift_psi_min"), "floor"),
-            ],
-            threshold_legend="floor",
-            w=12,
-        ),
+        feature_drift(p, "Feature drift (KS)", "ks", "numeric", "drift_ks_min"),
+        feature_drift(p, "Categorical drift (PSI)", "psi", "categorical", "drift_psi_min"),
         *data_quality(),
     ]
 
 
+def above_baseline(title: str, description: str, rule: str, baseline: str, limit: str) -> Json:
+    """How far each feature's share rises above its baseline share, the quantity the
+    alert compares with ``limit`` (the red line)."""
+    live = agg("max", rule, by="feature")
+    base = agg("max", baseline, 'model="$model"', "feature")
+    return timeseries(
+        title,
+        description,
+        "percentunit",
+        [target(f"{live} - on (feature) {base}", "{{feature}}"), target(th(limit), "limit")],
+        threshold_legend="limit",
+        w=8,
+    )
+
+
 def data_quality() -> list[Json]:
     return [
-        by_feature(
-            "Missing values",
-            "Share of inferences where each feature is missing (15m).",
-            "percentunit",
+        above_baseline(
+            "Missing values above baseline",
+            "How much more often each feature is missing than in the baseline (15m); the "
+            "red line is missing_ratio_increase_max.",
             "model_version_feature:mlmon_feature_missing:ratio_rate15m",
+            "model_feature:mlmon_feature_baseline_missing_ratio:max",
+            "missing_ratio_increase_max",
         ),
         by_feature(
             "Out of range",
@@ -201,11 +230,14 @@ def data_quality() -> list[Json]:
             "model_version_feature:mlmon_feature_out_of_range:ratio_rate15m",
             limit="out_of_range_ratio_max",
         ),
-        by_feature(
-            "Unseen categories",
-            "Share of each categorical feature's values outside the baseline vocabulary (15m).",
-            "percentunit",
+        above_baseline(
+            "Unseen categories above baseline",
+            "How much larger the share of each categorical feature's values outside the "
+            "baseline vocabulary is than the baseline's (15m); the red line is "
+            "unseen_category_ratio_increase_max.",
             "model_version_feature:mlmon_feature_other_category:ratio_rate15m",
+            "model_feature:mlmon_feature_baseline_other_category_ratio:max",
+            "unseen_category_ratio_increase_max",
         ),
     ]
 
@@ -218,15 +250,17 @@ def predictions() -> list[Json]:
             "Prediction drift",
             "KS of the score (classifiers) or value (regression) "
             "distribution and PSI of the class mix over the last hour, against the "
-            "baseline; the red line is the KS floor.",
+            "baseline, with the KS 3-day and 7-day averages; the red lines are the KS and PSI "
+            "floors.",
             "none",
             [
                 target(agg("max", drift.format("ks"), by="output"), "{{output}} KS"),
                 target(agg("max", drift.format("psi"), by="output"), "{{output}} PSI"),
-                target(th("drift_ks_min"), "floor"),
-                *trends("max", drift.format("ks")),
+                target(th("drift_ks_min"), "KS floor"),
+                target(th("drift_psi_min"), "PSI floor"),
+                *trends("max", drift.format("ks"), by="output", legend="{{output}} KS"),
             ],
-            threshold_legend="floor",
+            threshold_legend=("KS floor", "PSI floor"),
             trends=True,
             w=12,
         ),
@@ -256,14 +290,16 @@ def predictions() -> list[Json]:
             "Score distribution",
             "Cumulative share of scores at or below each bucket "
             "edge over the last hour (solid) and in the baseline (dashed grey); a gap "
-            "between the two is score drift.",
+            "between the two is score drift. One line per edge (the last, +Inf, is always "
+            "100% and left out).",
             "percentunit",
             [
                 target(
                     agg(
                         "max",
                         "model_version_le:mlmon_prediction_score_cdf:ratio_increase1h",
-                        by="le",
+                        f"{SEL}, {FINITE}",
+                        "le",
                     ),
                     "≤ {{le}}",
                 ),
@@ -271,7 +307,7 @@ def predictions() -> list[Json]:
                     agg(
                         "max",
                         "model_le:mlmon_prediction_baseline_score_cdf:ratio",
-                        'model="$model"',
+                        f'model="$model", {FINITE}',
                         "le",
                     ),
                     "baseline ≤ {{le}}",
@@ -284,7 +320,7 @@ def predictions() -> list[Json]:
 
 
 def build(p: Params) -> Json:
-    panels = [*headline(p), *service(), *inputs(p), *predictions()]
+    panels = [*headline(), *service(), *inputs(p), *predictions()]
     return dashboard(
         p.dashboards["model"].uid,
         "mlmon / Model overview",

@@ -13,6 +13,7 @@ Json = dict[str, Any]
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RED, GREEN, GREY = "red", "green", "#8e8e8e"
+LIMIT = "limit"  # legend of a threshold query that colours a stat tile
 
 THRESHOLD_STYLE = [
     {"id": "color", "value": {"mode": "fixed", "fixedColor": RED}},
@@ -112,19 +113,22 @@ def timeseries(
     description: str,
     unit: str,
     targets: list[Json],
-    threshold_legend: str | None = None,
+    threshold_legend: str | tuple[str, ...] | None = None,
     trends: bool = False,
     log_scale: bool = False,
     baseline: bool = False,
     **kw: Any,
 ) -> Json:
-    """A time series. The target whose legend is ``threshold_legend`` is drawn as the red
-    dashed limit line; with ``trends``, legends with "3d avg" or "7d avg" as grey dotted
-    lines; with ``baseline``, legends starting with "baseline " the same way;
-    ``log_scale`` for p-values."""
+    """A time series. The targets whose legend is ``threshold_legend`` (one or several; a
+    legend starting with "^" is a regular expression) are drawn as red dashed limit lines;
+    with ``trends``, legends with "3d avg" or "7d avg" as grey dotted lines; with
+    ``baseline``, legends starting with "baseline " the same way; ``log_scale`` for
+    p-values."""
     overrides = list(kw.pop("overrides", []))
-    if threshold_legend:
-        overrides.append(by_name(threshold_legend, THRESHOLD_STYLE))
+    limits = (threshold_legend,) if isinstance(threshold_legend, str) else threshold_legend
+    for legend in limits or ():
+        match = by_regex if legend.startswith("^") else by_name
+        overrides.append(match(legend, THRESHOLD_STYLE))
     if trends:
         overrides.append(by_regex(".*(3d|7d) avg.*", TREND_STYLE))
     if baseline:
@@ -157,17 +161,58 @@ def timeseries(
     )
 
 
+def limit_from_query(ref: str, direction: str = "above") -> Json:
+    """Grafana's "Config from query results": the value of query ``ref`` (legend "limit")
+    becomes the field's threshold step, red above it (or green from it, ``direction``
+    "below"); the panel's own base step colours the rest. Grafana 11.6 keeps that base step
+    (setFieldConfigDefaults in @grafana/data), so "below" tiles are red under the limit."""
+    return {
+        "id": "configFromData",
+        "options": {
+            "configRefId": ref,
+            "mappings": [
+                {
+                    "fieldName": LIMIT,
+                    "handlerKey": "threshold1",
+                    "reducerId": "lastNotNull",
+                    "handlerArguments": {
+                        "threshold": {"color": RED if direction == "above" else GREEN}
+                    },
+                }
+            ],
+            "applyTo": {"id": "byFrameRefID", "options": "A"},
+        },
+    }
+
+
+def base_step(direction: str = "above") -> Json:
+    """The colour below the first threshold: green when red means "above the limit"."""
+    return {
+        "mode": "absolute",
+        "steps": [{"color": GREEN if direction == "above" else RED, "value": None}],
+    }
+
+
 def stat(
     title: str,
     description: str,
     unit: str,
     targets: list[Json],
-    limit: float | None = None,
+    limit: float | str | None = None,
     direction: str = "above",
     w: int = 6,
     h: int = 4,
     **kw: Any,
 ) -> Json:
+    """A big number on a coloured background. ``limit`` is a fixed number where the limit is
+    a rule rather than a setting (any drifted feature, an AUC no better than chance), or the
+    PromQL of a threshold series: then the step comes from that series at query time, so a
+    model with its own threshold is coloured against its own alert."""
+    thresholds = steps(limit if not isinstance(limit, str) else None, direction)
+    if isinstance(limit, str):
+        targets = [*targets, target(limit, LIMIT)]
+        thresholds = base_step(direction)
+        kw["transformations"] = [limit_from_query(chr(ord("A") + len(targets) - 1), direction)]
     return panel(
         "stat",
         title,
@@ -176,7 +221,7 @@ def stat(
         targets,
         w=w,
         h=h,
-        thresholds=steps(limit, direction),
+        thresholds=thresholds,
         options={
             "colorMode": "background",
             "graphMode": "area",
@@ -210,7 +255,7 @@ def table(
         options={
             "showHeader": True,
             "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+            "footer": {"show": False, "reducer": ["sum"]},
         },
         custom={"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False},
         transformations=transformations,

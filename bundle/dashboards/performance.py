@@ -13,8 +13,7 @@ CALIBRATION = "mlmon_expected_calibration_error"
 V = "{{version}}"  # legend: the version
 
 
-def headline(p: Params) -> list[Json]:
-    d = p.defaults
+def headline() -> list[Json]:
     return [
         row("Headline"),
         stat(
@@ -23,7 +22,7 @@ def headline(p: Params) -> list[Json]:
             "replicas; red below accuracy_min.",
             "percentunit",
             [target(agg("min", ACCURACY), "accuracy")],
-            limit=d["accuracy_min"],
+            limit=th("accuracy_min"),
             direction="below",
         ),
         stat(
@@ -31,7 +30,7 @@ def headline(p: Params) -> list[Json]:
             "F1 of the positive class over the last day; red below f1_min.",
             "percentunit",
             [target(agg("min", DAY.format("f1")), "F1")],
-            limit=d["f1_min"],
+            limit=th("f1_min"),
             direction="below",
         ),
         stat(
@@ -47,9 +46,32 @@ def headline(p: Params) -> list[Json]:
             "Windowed expected calibration error (worst replica); red above calibration_error_max.",
             "percentunit",
             [target(agg("max", CALIBRATION), "ECE")],
-            limit=d["calibration_error_max"],
+            limit=th("calibration_error_max"),
         ),
     ]
+
+
+def regression_error() -> Json:
+    return timeseries(
+        "Regression error vs baseline",
+        "A regression model's MAE and RMSE over the last day's labelled predictions "
+        "(fleet) divided by the baseline data's; above the red dashed line "
+        "(regression_error_ratio_max) its alert fires. Empty for classifiers.",
+        "none",
+        [
+            target(
+                agg(
+                    "max",
+                    "model_version_metric:mlmon_regression_error_ratio:ratio_increase1d",
+                    by="version, metric",
+                ),
+                "{{version}} {{metric}}",
+            ),
+            target(th("regression_error_ratio_max"), "maximum"),
+        ],
+        threshold_legend="maximum",
+        w=12,
+    )
 
 
 def over_time() -> list[Json]:
@@ -68,7 +90,7 @@ def over_time() -> list[Json]:
                     agg("min", "mlmon_estimated_accuracy", by="version"), "{{version}} estimated"
                 ),
                 target(th("accuracy_min"), "minimum"),
-                *trends("min", ACCURACY),
+                *trends("min", ACCURACY, by="version", legend="{{version}} realised"),
             ],
             threshold_legend="minimum",
             trends=True,
@@ -77,16 +99,18 @@ def over_time() -> list[Json]:
         timeseries(
             "Precision, recall, F1, FNR",
             "Positive-class metrics over the last day's "
-            "labelled predictions (fleet). Red dashed: the false-negative-rate maximum.",
+            "labelled predictions (fleet). Red dashed: the F1 minimum (f1_min) and the "
+            "false-negative-rate maximum (false_negative_rate_max).",
             "percentunit",
             [
                 target(agg("min", DAY.format("precision")), "precision"),
                 target(agg("min", DAY.format("recall")), "recall"),
                 target(agg("min", DAY.format("f1")), "F1"),
                 target(agg("max", DAY.format("false_negative_rate")), "FNR"),
+                target(th("f1_min"), "F1 minimum"),
                 target(th("false_negative_rate_max"), "FNR maximum"),
             ],
-            threshold_legend="FNR maximum",
+            threshold_legend=("F1 minimum", "FNR maximum"),
             w=12,
         ),
         timeseries(
@@ -102,6 +126,7 @@ def over_time() -> list[Json]:
             threshold_legend="ECE maximum",
             w=12,
         ),
+        regression_error(),
         timeseries(
             "Estimated vs realised (per replica window)",
             "Each replica's windowed "
@@ -153,6 +178,6 @@ def build(p: Params) -> Json:
         p.dashboards["performance"].uid,
         "mlmon / Performance",
         "Labelled performance, calibration, label-free estimates and label flow.",
-        [*headline(p), *over_time(), *labels()],
+        [*headline(), *over_time(), *labels()],
         variables(p),
     )

@@ -202,6 +202,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         f"wrote {out}: {profile['rows']} rows, {len(profile['features'])} features, "
         f"{profile['hash']}"
     )
+    if err := profile.get("regression_error"):
+        print(
+            f"baseline error over {err['count']} labelled rows: "
+            f"MAE {err['mae']:.6g}, RMSE {err['rmse']:.6g}"
+        )
     return 0
 
 

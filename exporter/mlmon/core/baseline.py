@@ -398,7 +398,11 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
         "score": None,
         "calibration": None,
     }
-    if model.task != "regression":
+    if model.task == "regression":
+        profile["regression_error"] = regression_error(
+            data.predictions, data.labels, data.from_text
+        )
+    else:
         positive = _positive_class(model, profile)
         scores = _positive_scores(data.scores, model.classes, model.task, positive, data.from_text)
         present = scores[~np.isnan(scores)]
@@ -412,6 +416,30 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
                 )
     profile["hash"] = content_hash(profile)
     return profile
+
+
+def regression_error(
+    predictions: list[Any], labels: list[Any], from_text: bool
+) -> dict[str, Any] | None:
+    """MAE and RMSE of the baseline data's predictions against its labels, over the rows
+    that have both: the reference of the live error (None without such rows). Profiles
+    written before this field have no key, and their models no error reference."""
+    if len(predictions) != len(labels):
+        return None
+    pairs = [
+        (_as_number(p, from_text), _as_number(y, from_text))
+        for p, y in zip(predictions, labels, strict=True)
+        if not _is_missing(p, from_text) and not _is_missing(y, from_text)
+    ]
+    err = np.asarray([p - y for p, y in pairs], dtype=np.float64)
+    err = err[np.isfinite(err)]
+    if err.size == 0:
+        return None
+    return {
+        "count": int(err.size),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+    }
 
 
 def _positive_class(model: ModelConfig, profile: dict[str, Any]) -> str | None:

@@ -188,8 +188,10 @@ def start_stack(
     alert_for: str = "1m",
     group_wait: str = "10s",
     notify: Callable[[str], None] | None = None,
+    extra_targets: tuple[str, ...] = (),
 ) -> DemoStack:
-    """Exporter, Prometheus and Alertmanager on 127.0.0.1 with the repository's bundle."""
+    """Exporter, Prometheus and Alertmanager on 127.0.0.1 with the repository's bundle;
+    Prometheus also scrapes ``extra_targets`` (more exporters, HOST:PORT) as job mlmon."""
     notify = notify or (lambda line: None)
     webhooks = WebhookSink(on_post=_alert_printer(notify))
     smtp = SmtpSink(on_message=lambda m: notify(f"email: {m['Subject']}"))
@@ -214,7 +216,7 @@ def start_stack(
             group_interval=interval,
         )  # fmt: skip
         prom_cfg = stack.prometheus_config(
-            {"mlmon": [f"127.0.0.1:{exporter_port}"]},
+            {"mlmon": [f"127.0.0.1:{exporter_port}", *extra_targets]},
             rules,
             alertmanager=f"127.0.0.1:{alertmanager_port}",
             interval=interval,

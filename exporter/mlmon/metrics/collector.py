@@ -72,6 +72,7 @@ def _model(f: Families, m: ModelMonitor) -> None:
     model_config.thresholds(f, m)
     inputs.baseline(f, m)
     predictions.baseline(f, m)
+    performance.baseline_error(f, m)
     views = m.views()
     performance.label_join(f, m)
     versions.comparisons(f, m, views)

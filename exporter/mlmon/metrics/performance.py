@@ -43,6 +43,25 @@ def label_join(f: Families, m: ModelMonitor) -> None:
     ).add_metric([m.name], expired)
 
 
+def baseline_error(f: Families, m: ModelMonitor) -> None:
+    """A regression model's error on its baseline data, the reference of the live error
+    (nothing for a profile without one: built without labels, or before the field existed)::
+
+        mlmon_baseline_regression_error{metric="mae",model="demand"} 4.2
+        mlmon_baseline_regression_error{metric="rmse",model="demand"} 5.9
+    """
+    ref = m.schema.profile.get("regression_error")
+    if not ref:
+        return
+    fam = f.gauge(
+        "mlmon_baseline_regression_error",
+        "A regression model's MAE and RMSE on its baseline data (predictions against labels).",
+        ["model", "metric"],
+    )
+    for metric in ("mae", "rmse"):
+        fam.add_metric([m.name, metric], ref[metric])
+
+
 def labelled(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
     """Counters of the labelled predictions: how many, how late, how right."""
     s, lay, v = m.schema, m.layout, Layout.view
