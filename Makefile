@@ -80,4 +80,4 @@ bench: $(STAMP)
 	$(PY) bench/memory.py
 
 clean:
-	rm -rf $(VENV) $(SERVERS_VENV) .pytest_cache .ruff_cache demo-data
+	rm -rf $(VENV) $(SERVERS_VENV) .pytest_cache .ruff_cache demo-data $(SCHEMA_DIR)/node_modules
