@@ -13,7 +13,8 @@ healthy and no alert fires (examples/mlmon.yml sets this model's F1 and false-ne
 limits below its training values: F1 0.38, FNR 0.73). Then applicants earn less and carry
 more debt (two features move by one standard deviation), 5% come from a country the model
 never saw, a quarter of the outcomes no longer follow the scores (accuracy falls), the
-model selects group f of `gender` less often than m, and the canary turns worse than v1.
+model selects group f of `gender` less often than m, and the canary turns worse than v1
+(a fifth of its answers wrong).
 """
 
 from __future__ import annotations
@@ -62,8 +63,6 @@ def demo_events(
         e["version"] = "v2" if rng.random() < 0.1 else "v1"
         e["groups"] = {"gender": "f" if rng.random() < 0.5 else "m"}
         e["latency_seconds"] = float(rng.gamma(2.0, 0.02 if e["version"] == "v1" else 0.03))
-        if drifting and e["version"] == "v2" and rng.random() < 0.2:
-            e["prediction"] = 1 - e["prediction"]  # the canary turns worse
         if (
             drifting
             and e["groups"]["gender"] == "f"
@@ -84,6 +83,8 @@ def demo_events(
         label = r["label"]
         if drifting and rng.random() < 0.25:
             label = 1 - label  # concept drift: the outcome no longer follows the score
+        if drifting and e["version"] == "v2" and rng.random() < 0.2:
+            e["prediction"] = 1 - label  # the canary turns worse: a fifth of its answers wrong
         events.append(e)
         labels.append({"id": e["id"], "label": label})
     return events, labels
