@@ -1,10 +1,16 @@
-"""Restart without amnesia: each model's windows, totals, groups and label store, written
+"""Restart without amnesia: each model's windows, groups and label store, written
 atomically to one file per model and read back at start.
 
 A snapshot is only restored into a model whose layout (its schema and baseline) is the one
 it was written for; an unreadable, corrupt or incompatible snapshot is reported (log line
-and `mlmon_snapshot_restores_total{outcome}`) and the model starts clean. Counters restart
-from the restored totals, so Prometheus sees no reset unless the snapshot was lost.
+and `mlmon_snapshot_restores_total{outcome}`) and the model starts clean.
+
+Counters are not restored: after any restart they start again from 0, which Prometheus
+recognises as a reset. Restoring them from a snapshot taken up to one interval earlier
+would put them below what was already exported, and `increase()` would count the
+difference twice. The windows behind the gauges (drift, accuracy, fairness) and the
+predictions waiting for labels are restored; after a `kill -9` they lack what arrived
+since the last snapshot (`server.snapshot_interval`, 60 s by default).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class ModelMonitor(Protocol):
 
 log = logging.getLogger("mlmon.snapshot")
 FORMAT = 1
+# What a snapshot holds of each version: the window rings and their sums, not the totals.
+WINDOWED = ("ring", "window", "fring", "fwindow")
 
 
 def _path(directory: Path, model: str) -> Path:
@@ -67,7 +75,7 @@ def save(m: ModelMonitor, directory: Path) -> Path:
     with m.state.lock:
         versions = list(m.state.versions.items())
         for i, (_, vs) in enumerate(versions):
-            for key in ("ring", "window", "total", "fring", "fwindow", "ftotal"):
+            for key in WINDOWED:
                 arrays[f"v{i}_{key}"] = getattr(vs, key).copy()
         meta = {
             **_signature(m),
@@ -76,7 +84,6 @@ def save(m: ModelMonitor, directory: Path) -> Path:
         }
     with m.labels.lock:
         items = list(m.labels._items.items())
-        meta["label_outcomes"] = dict(m.labels.outcomes)
     version_names = sorted({p.version for _, p in items})
     vidx = {v: i for i, v in enumerate(version_names)}
     meta["label_versions"] = version_names
@@ -126,7 +133,7 @@ def restore(m: ModelMonitor, directory: Path) -> str:
             versions = {}
             for i, (name, head, last) in enumerate(meta["versions"]):
                 vs = VersionState(m.layout, m.state.slices, int(head), float(last))
-                for key in ("ring", "window", "total", "fring", "fwindow", "ftotal"):
+                for key in WINDOWED:  # totals (the counters) start again from 0
                     arr = data[f"v{i}_{key}"]
                     if arr.shape != getattr(vs, key).shape:
                         raise ValueError(f"{key} has shape {arr.shape}")
@@ -161,7 +168,6 @@ def restore(m: ModelMonitor, directory: Path) -> str:
         m._group_index[a].update({g: i for i, g in enumerate(names_a) if g != "__other__"})
     for key, p in pending:
         m.labels.put(key, p)
-    m.labels.outcomes.update(meta.get("label_outcomes", {}))
     log.info(
         "restored %s: %d version(s), %d waiting prediction(s)", m.name, len(versions), len(pending)
     )
