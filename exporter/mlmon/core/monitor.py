@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from mlmon.core import rebaseline, snapshot
+from mlmon.core import overrides, rebaseline, snapshot
 from mlmon.core.baseline import OTHER, BaselineError, load_profile
 from mlmon.core.columns import parse_columns
 from mlmon.core.config import (
     CLOSE_REASONS,
     LIMIT_DEFAULTS,
+    THRESHOLDS,
     Config,
     ConfigError,
     ModelConfig,
@@ -88,7 +89,12 @@ class ModelMonitor:
         self.state = ModelState(
             schema, limits, clock, on_limit=lambda name: counters.count(counters.limit_hits, name)
         )
-        self.thresholds = dict(schema.config.thresholds)
+        # the config's values, the runtime overrides (`Monitor.put_thresholds`), and what
+        # applies: the overrides over the config (replaced whole, never mutated, so a
+        # reader always sees one consistent dict)
+        self.config_thresholds = dict(schema.config.thresholds)
+        self.overrides: dict[str, float] = {}
+        self.thresholds = dict(self.config_thresholds)
         self.clock = clock
         self.labels = LabelStore(schema.config.labels.max_entries, schema.config.labels.ttl_seconds)
         # Group names per sensitive attribute, in order of first sight; at most max_groups,
@@ -102,6 +108,28 @@ class ModelMonitor:
     @property
     def name(self) -> str:
         return self.schema.name
+
+    def set_thresholds(
+        self, config: dict[str, float] | None = None, runtime: dict[str, float] | None = None
+    ) -> None:
+        """New config values and/or runtime overrides; the overrides win until deleted."""
+        if config is not None:
+            self.config_thresholds = dict(config)
+        if runtime is not None:
+            self.overrides = {k: v for k, v in runtime.items() if k in THRESHOLDS}
+        self.thresholds = {**self.config_thresholds, **self.overrides}
+
+    def threshold_sources(self) -> dict[str, dict[str, Any]]:
+        """Each threshold's value, where it comes from (runtime or config), and the
+        config's value."""
+        return {
+            k: {
+                "value": v,
+                "source": "runtime" if k in self.overrides else "config",
+                "config": self.config_thresholds.get(k, v),
+            }
+            for k, v in self.thresholds.items()
+        }
 
     @property
     def layout(self) -> Layout:
@@ -374,6 +402,7 @@ class ModelMonitor:
             "min_samples": cfg.drift.min_samples,
             "correction": cfg.drift.correction,
             "thresholds": dict(self.thresholds),
+            "threshold_overrides": dict(self.overrides),
             "versions": {view.snapshot.version: self._version_json(view) for view in views},
             "comparisons": [_comparison_json(c) for c in self.comparisons(views)],
             "labels": {"waiting": len(self.labels), **dict(self.labels.outcomes)},
@@ -511,6 +540,10 @@ class Monitor:
         self.clock = clock
         self.started = time.time()
         self.counters = IngestCounters()
+        # runtime thresholds of every model, persisted beside the snapshots if any
+        self.overrides_store = overrides.open_store(config.server.snapshot_dir)
+        self.overrides = self.overrides_store.load()
+        self._overrides_lock = threading.Lock()
         self.models: dict[str, ModelMonitor] = {}
         errors = []
         for m in config.models:
@@ -544,13 +577,47 @@ class Monitor:
             self.last_snapshot = time.time()
         return ok
 
+    def put_thresholds(self, model: str, values: dict[str, float]) -> dict[str, float]:
+        """Override thresholds of a model at run time; stored (see `overrides`) before
+        they apply, so an OSError changes nothing. Returns the values they replace."""
+        with self._overrides_lock:
+            m = self.models[model]
+            before = {k: m.thresholds[k] for k in values}
+            updated = {**self.overrides, model: {**self.overrides.get(model, {}), **values}}
+            self.overrides_store.save(updated)
+            self.overrides = updated
+            m.set_thresholds(runtime=updated[model])
+            return before
+
+    def delete_threshold(self, model: str, name: str) -> tuple[float, float] | None:
+        """Drop a runtime override, so the config's value applies again; returns (old,
+        new), or None when the threshold has no override. Stored before it applies."""
+        with self._overrides_lock:
+            m = self.models[model]
+            current = self.overrides.get(model, {})
+            if name not in current:
+                return None
+            rest = {k: v for k, v in current.items() if k != name}
+            updated = {k: v for k, v in self.overrides.items() if k != model}
+            if rest:
+                updated[model] = rest
+            self.overrides_store.save(updated)
+            self.overrides = updated
+            old = m.thresholds[name]
+            m.set_thresholds(runtime=rest)
+            return old, m.thresholds[name]
+
     def reload(self) -> dict[str, list[str]]:
         """Re-read the config file. Models whose schema and baseline did not change keep
-        their state (and take the new thresholds and limits); changed and new models start
-        clean; removed ones go. Raises ConfigError, changing nothing, on a bad config."""
+        their state (and take the new thresholds and limits; runtime overrides still win);
+        changed and new models start clean; removed ones go. Raises ConfigError, changing
+        nothing, on a bad config."""
         if self.config.path is None:
             raise ConfigError(["$: this exporter was not started from a config file"])
-        cfg = load_config(self.config.path)
+        with self._overrides_lock:  # no override lands on a model being replaced
+            return self._reload(load_config(self.config.path))
+
+    def _reload(self, cfg: Config) -> dict[str, list[str]]:
         fresh: dict[str, ModelMonitor] = {}
         kept, started = [], []
         errors = []
@@ -562,9 +629,6 @@ class Monitor:
                     and _same_schema(old.schema.config, mc)
                     and load_profile(mc.baseline)["hash"] == old.schema.baseline_hash
                 ):
-                    old.thresholds = dict(mc.thresholds)
-                    old.limits = cfg.limits
-                    old.state.max_versions = cfg.limits["max_versions"]
                     fresh[mc.name] = old
                     kept.append(mc.name)
                 else:
@@ -574,6 +638,11 @@ class Monitor:
                 errors.append(f"model {mc.name!r}: {e}")
         if errors:
             raise ConfigError(errors, str(cfg.path))
+        for name in kept:  # only now: a refused reload changes nothing
+            mc = next(c for c in cfg.models if c.name == name)
+            fresh[name].set_thresholds(config=mc.thresholds)
+            fresh[name].limits = cfg.limits
+            fresh[name].state.max_versions = cfg.limits["max_versions"]
         removed = sorted(set(self.models) - set(fresh))
         # the server and the proxy themselves stay as started
         self.config = replace(cfg, server=self.config.server, proxy=self.config.proxy)
@@ -586,4 +655,6 @@ class Monitor:
         if len(schema.classes) > cap:
             # per-class gauges and the confusion matrix grow with the square of the classes
             raise BaselineError(f"{len(schema.classes)} classes exceed limits.max_classes ({cap})")
-        return ModelMonitor(schema, limits or self.config.limits, self.clock, self.counters)
+        mm = ModelMonitor(schema, limits or self.config.limits, self.clock, self.counters)
+        mm.set_thresholds(runtime=self.overrides.get(m.name, {}))
+        return mm

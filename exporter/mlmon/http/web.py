@@ -46,7 +46,9 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 # the views refused outright when no admin token is set
-_ADMIN_VIEWS = frozenset({"put_thresholds", "reload", "rebaseline", "restore_baseline"})
+_ADMIN_VIEWS = frozenset(
+    {"put_thresholds", "delete_threshold", "reload", "rebaseline", "restore_baseline"}
+)
 
 
 def create_app(
@@ -61,6 +63,7 @@ def create_app(
     _authenticate(app, api, tokens)
     _baseline_routes(app, monitor, api, tokens)
     _config_routes(app, monitor, api, tokens)
+    _threshold_routes(app, monitor, api, tokens)
     _ingest_routes(app, monitor, api)
     _read_routes(app, monitor, api)
     _error_handlers(app, monitor)
@@ -77,7 +80,9 @@ def _guarded(tokens: Tokens) -> dict[str, str | None]:
         "models": tokens.metrics,
         "model_stats": tokens.metrics,
         "landing": tokens.metrics,
+        "get_thresholds": tokens.metrics,
         "put_thresholds": tokens.admin,
+        "delete_threshold": tokens.admin,
         "reload": tokens.admin,
         "rebaseline": tokens.admin,
         "restore_baseline": tokens.admin,
@@ -111,9 +116,10 @@ def _authenticate(app: Flask, api: Api, tokens: Tokens) -> None:
 
 
 def _log_admin(tokens: Tokens, action: str, **fields: Any) -> None:
-    """One audit line per admin action: who, which token (by hash), what changed."""
+    """One audit line per admin action: who (address, and the role of the token: every
+    admin action takes the admin token), which token (by hash), what changed."""
     audit.info(
-        "who=%s token=%s action=%s %s",
+        "who=%s role=admin token=%s action=%s %s",
         request.remote_addr,
         fingerprint(tokens.admin or ""),
         action,
@@ -163,7 +169,7 @@ def _baseline_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> 
 
 
 def _config_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> None:
-    """Admin: re-read the config file, or change a model's thresholds at run time."""
+    """Admin: re-read the config file (runtime threshold overrides stay)."""
 
     @app.post("/-/reload")
     def reload() -> Response:
@@ -181,6 +187,18 @@ def _config_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> No
         _log_admin(tokens, "reload", result=result)
         return _json(result)
 
+
+def _threshold_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> None:
+    """A model's thresholds: read them with their source, override them at run time
+    (admin), drop an override (admin). Overrides are stored before they are answered."""
+
+    @app.get("/v1/models/<model>/thresholds")
+    def get_thresholds(model: str) -> Response:
+        m = monitor.models.get(model)
+        if m is None:
+            return _unknown_model(api, model)
+        return _json(_thresholds_json(monitor, m))
+
     @app.put("/v1/models/<model>/thresholds")
     def put_thresholds(model: str) -> Response:
         m = monitor.models.get(model)
@@ -195,19 +213,77 @@ def _config_routes(app: Flask, monitor: Monitor, api: Api, tokens: Tokens) -> No
             return _json(e.body(), e.status)
         details = _threshold_errors(doc)
         if details:
-            return _json(
-                {
-                    "error": "invalid thresholds; nothing was changed",
-                    "reason": "invalid_thresholds",
-                    "details": details,
-                },
-                400,
-            )
-        before = {k: m.thresholds[k] for k in doc}
-        m.thresholds.update({k: float(v) for k, v in doc.items()})
+            return _invalid_thresholds(details)
         after = {k: float(v) for k, v in doc.items()}
+        try:
+            before = monitor.put_thresholds(model, after)
+        except OSError as e:
+            return _not_stored(e)
         _log_admin(tokens, "put_thresholds", model=model, before=before, after=after)
-        return _json({"model": model, "thresholds": dict(m.thresholds)})
+        return _json(_thresholds_json(monitor, m))
+
+    @app.delete("/v1/models/<model>/thresholds/<name>")
+    def delete_threshold(model: str, name: str) -> Response:
+        m = monitor.models.get(model)
+        if m is None:
+            return _unknown_model(api, model)
+        if name not in THRESHOLDS:
+            return _invalid_thresholds([_unknown_threshold(name)])
+        try:
+            change = monitor.delete_threshold(model, name)
+        except OSError as e:
+            return _not_stored(e)
+        if change is None:
+            message = f"threshold {name!r} of model {model!r} has no runtime override"
+            detail = {"field": name, "message": "its value comes from the config"}
+            return _json({"error": message, "reason": "no_override", "details": [detail]}, 404)
+        _log_admin(
+            tokens,
+            "delete_threshold",
+            model=model,
+            threshold=name,
+            before=change[0],
+            after=change[1],
+        )
+        return _json(_thresholds_json(monitor, m))
+
+
+def _thresholds_json(monitor: Monitor, m: ModelMonitor) -> dict[str, Any]:
+    return {
+        "model": m.name,
+        "thresholds": dict(m.thresholds),
+        "overrides": dict(m.overrides),
+        "sources": m.threshold_sources(),
+        # where overrides are kept: "file" (beside the snapshots) or "memory"
+        "persistence": monitor.overrides_store.kind,
+    }
+
+
+def _invalid_thresholds(details: list[dict[str, str]]) -> Response:
+    return _json(
+        {
+            "error": "invalid thresholds; nothing was changed",
+            "reason": "invalid_thresholds",
+            "details": details,
+        },
+        400,
+    )
+
+
+def _not_stored(e: OSError) -> Response:
+    log.error("cannot store the runtime thresholds: %s", e)
+    return _json(
+        {
+            "error": "the thresholds could not be stored; nothing was changed",
+            "reason": "not_stored",
+            "details": [{"message": str(e)}],
+        },
+        503,
+    )
+
+
+def _unknown_threshold(name: str) -> dict[str, str]:
+    return {"field": name, "message": f"unknown threshold (known: {', '.join(THRESHOLDS)})"}
 
 
 def _threshold_errors(doc: Any) -> list[dict[str, str]]:
@@ -217,9 +293,7 @@ def _threshold_errors(doc: Any) -> list[dict[str, str]]:
     details = []
     for k, v in doc.items():
         if k not in THRESHOLDS:
-            details.append(
-                {"field": k, "message": f"unknown threshold (known: {', '.join(THRESHOLDS)})"}
-            )
+            details.append(_unknown_threshold(k))
         elif type(v) not in (int, float) or not math.isfinite(v) or v < 0:
             details.append({"field": k, "message": "expected a finite number >= 0"})
     return details
