@@ -165,7 +165,14 @@ class Server:
         self._log.close()
 
 
-def start_prometheus(config: dict[str, Any], workdir: Path, port: int | None = None) -> Server:
+def start_prometheus(
+    config: dict[str, Any],
+    workdir: Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Server:
+    """Prometheus on 127.0.0.1; ``extra_args`` adds flags, for example
+    ``--web.enable-remote-write-receiver`` for a central store."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "prometheus.yml"
@@ -180,6 +187,7 @@ def start_prometheus(config: dict[str, Any], workdir: Path, port: int | None = N
             f"--web.listen-address=127.0.0.1:{port}",
             f"--web.external-url={url}/",
             "--web.enable-lifecycle",
+            *extra_args,
         ],
         workdir / "prometheus.log",
         url,
