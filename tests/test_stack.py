@@ -216,18 +216,20 @@ def test_fleet_drift_agrees_with_the_exporter_within_binning_error(running_stack
         60,
         "the fleet's drifted share to settle at 8 of 20",
     )
-    fleet = {
-        s["metric"]["feature"]: float(s["value"][1])
-        for s in st.query(
-            f'model_version_feature:mlmon_feature_drift_ks:increase1h{{job="mlmon",model="{MODEL}"}}'
-        )
-    }
-    single_rule = {
-        s["metric"]["feature"]: float(s["value"][1])
-        for s in st.query(
-            'model_version_feature:mlmon_feature_drift_ks:increase1h{job="mlmon-single"}'
-        )
-    }
+
+    def ks_by_feature(selector: str) -> dict[str, float]:
+        q = f"model_version_feature:mlmon_feature_drift_ks:increase1h{{{selector}}}"
+        return {s["metric"]["feature"]: float(s["value"][1]) for s in st.query(q)}
+
+    def both_settled() -> bool:
+        # the single Prometheus evaluates its KS rule on its own schedule: wait until its
+        # last evaluation has seen the whole stream too
+        a, b = ks_by_feature(f'job="mlmon",model="{MODEL}"'), ks_by_feature('job="mlmon-single"')
+        return a.keys() == b.keys() and all(abs(a[f] - b[f]) <= 0.002 for f in a)
+
+    wait_until(both_settled, 30, "the single Prometheus's KS rule to see the whole stream")
+    fleet = ks_by_feature(f'job="mlmon",model="{MODEL}"')
+    single_rule = ks_by_feature('job="mlmon-single"')
     assert len(fleet) == 18  # the numeric features
     for feature, ks_rule in fleet.items():
         live = _buckets(single, "mlmon_feature_value_bucket", feature)
