@@ -1,7 +1,7 @@
 # `make demo` and `make test` each set up everything they need on a fresh Debian machine:
 # a virtualenv with the package and its dev extras, and Debian's Prometheus, Alertmanager
-# (promtool, amtool and the integration tests) and docker-compose 1.29 (to check the compose
-# file offline) packages.
+# (promtool, amtool and the integration tests), docker-compose 1.29 (to check the compose
+# file offline) and Redis (the store replicas share, in the fleet tests) packages.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
-	    || ! command -v docker-compose >/dev/null; then \
+	    || ! command -v docker-compose >/dev/null || ! command -v redis-server >/dev/null \
+	    || ! command -v openssl >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager docker-compose >/dev/null; \
+	    prometheus prometheus-alertmanager docker-compose redis-server openssl >/dev/null; \
 	fi
 	@promtool --version 2>&1 | head -1
 

@@ -207,3 +207,45 @@ proxy:
     assert p.upstream == "http://127.0.0.1:8080" and p.timeout_seconds == 5 and p.model == "m"
     assert p.routes["iris"].inputs == ("a", None) and p.routes["iris"].output == "0"
     assert p.routes["m"].model == "m" and p.generic.predictions == "response.y"
+
+
+def test_the_store_section_and_its_environment_override(tmp_path):
+    from mlmon.core.fleet import store_settings
+
+    doc = yaml.safe_load("""
+models: [{name: m, task: binary, baseline: x.json}]
+store: {url: "rediss://redis.monitoring:6380/2", password_file: secrets/redis,
+        ca_file: ca.pem, prefix: "prod:eu", timeout: 250ms, queue_size: 5000}
+""")
+    store = parse_config(doc, tmp_path).store
+    assert store.url == "rediss://redis.monitoring:6380/2"
+    assert (store.password_file, store.ca_file) == (tmp_path / "secrets/redis", tmp_path / "ca.pem")
+    assert (store.prefix, store.timeout_seconds, store.queue_size) == ("prod:eu", 0.25, 5000)
+    env = {"MLMON_STORE_URL": "redis://127.0.0.1:6379/0"}
+    assert store_settings(store, env).url == "redis://127.0.0.1:6379/0"
+    assert store_settings(store, env).password_file == store.password_file
+    assert store_settings(None, env).url == "redis://127.0.0.1:6379/0"
+    assert store_settings(None, {}) is None and store_settings(store, {}) is store
+    assert parse_config({"models": doc["models"]}, tmp_path).store is None
+
+    bad = yaml.safe_load("""
+models: [{name: m, task: binary, baseline: x.json}]
+store: {url: "http://redis:6379", prefix: "a b", timeout: 1w, queue_size: 10, user: x}
+""")
+    with pytest.raises(ConfigError) as ei:
+        parse_config(bad, tmp_path)
+    errors = "\n".join(ei.value.errors)
+    assert "http://redis" not in errors
+    for expected in [
+        # never echoed: a url may hold a password
+        "store.url: expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]",
+        "store.prefix: expected 1 to 64 letters, digits or _ . : -",
+        "store.timeout: expected a duration such as 60s, 15m or 1h, got '1w'",
+        "store.queue_size: must be >= 1000, got 10",
+        "store.user: unknown key (allowed: ca_file, password_file, prefix, queue_size,",
+    ]:
+        assert expected in errors, f"missing {expected!r} in:\n{errors}"
+    missing = yaml.safe_load("{models: [{name: m, task: binary, baseline: x.json}], store: {}}")
+    with pytest.raises(ConfigError) as ei:
+        parse_config(missing, tmp_path)
+    assert "store.url: required: expected redis://HOST:PORT[/DB]" in "\n".join(ei.value.errors)

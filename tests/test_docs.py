@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,13 @@ from helpers import wait_until
 from mlmon.capture.counters import UPSTREAM_FAILURES, ProxyStats
 from mlmon.capture.protocols import CAPTURE_FAILURES, PROTOCOLS
 from mlmon.cli import build_registry
-from mlmon.core.config import LIMIT_DEFAULTS, THRESHOLDS, ProxySettings, load_config
+from mlmon.core.config import (
+    LIMIT_DEFAULTS,
+    THRESHOLDS,
+    ProxySettings,
+    StoreSettings,
+    load_config,
+)
 from mlmon.core.decoding import REJECT_REASONS
 from mlmon.core.monitor import Monitor
 from mlmon.demo import synthetic
@@ -65,7 +71,10 @@ def loaded_monitors(tmp_path: Path) -> list[Monitor]:
         r["id"] = i
     regression.models["m"].ingest(reg_rows)
     regression.models["m"].ingest_labels([{"id": r["id"], "label": r["label"]} for r in reg_rows])
-    return [mon, multiclass, regression]
+    # with a shared store (nothing listens there: its families exist all the same)
+    store = StoreSettings(url="redis://127.0.0.1:1/0", timeout_seconds=0.1)
+    shared = Monitor(replace(load_config(ROOT / "examples/mlmon.yml"), store=store))
+    return [mon, multiclass, regression, shared]
 
 
 def _documented_metrics(text: str) -> set[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import jsonschema
@@ -61,7 +62,10 @@ def test_the_prometheusrule_holds_exactly_the_rule_bundle(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "configmap.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["deployment.yaml", "service.yaml", "configmap.yaml", "store.yaml", "store-service.yaml"],
+)
 def test_core_manifests_are_valid_kubernetes(name):
     doc = load(name)
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
@@ -237,3 +241,19 @@ def test_the_pieces_fit_together(tmp_path):
     assert str(cfg.server.snapshot_dir) == state["mountPath"]
     assert Monitor(cfg).models["credit-risk"].schema.config.name == "credit-risk"
     assert cfg.proxy.routes["credit-risk"].inputs == tuple(f.name for f in cfg.models[0].features)
+
+    # the sidecars' store is the store Service, which selects the store's pods and port
+    store, store_svc = load("store.yaml"), load("store-service.yaml")
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    url = urllib.parse.urlsplit(env["MLMON_STORE_URL"])
+    assert url.scheme == "redis" and url.hostname == store_svc["metadata"]["name"]
+    (port,) = [p for p in store_svc["spec"]["ports"] if p["port"] == url.port]
+    store_pod = store["spec"]["template"]
+    assert store_svc["spec"]["selector"].items() <= store_pod["metadata"]["labels"].items()
+    assert (
+        store["spec"]["selector"]["matchLabels"].items() <= store_pod["metadata"]["labels"].items()
+    )
+    (valkey,) = store_pod["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in valkey["ports"]}
+    # the records nearest their end go first when the store is full (docs/fleet.md)
+    assert valkey["args"][valkey["args"].index("--maxmemory-policy") + 1] == "volatile-ttl"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from mlmon import __version__
 from mlmon.core.baseline import BaselineError, build_profile, read_training_data, write_profile
 from mlmon.core.config import ConfigError, load_config, split_address
+from mlmon.core.fleet import store_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from mlmon.http.server import ExporterApp
 
 log = logging.getLogger("mlmon")
+STORE_POLL_SECONDS = 2.0  # how often runtime thresholds are read from the shared store
 
 
 def build_exposition(
@@ -111,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
     if args.upstream or args.proxy_listen_address:
         cfg = _with_proxy(cfg, args.upstream, args.proxy_listen_address)
+    cfg = replace(cfg, store=store_settings(cfg.store, dict(os.environ)))
     service = build_service(cfg)
     monitor = service.monitor
     if cfg.proxy is not None and service.proxy_stats is not None:  # logged before `serving`
@@ -141,11 +145,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SystemExit(0)
 
         signal.signal(signal.SIGTERM, on_term)
+    if monitor.shared is not None:
+        log.info("sharing labels and thresholds through %s", monitor.shared.where)
+        _every(STORE_POLL_SECONDS, monitor.refresh_overrides, "mlmon-store-poll")
     try:
         service.server.run(sockets=[sock])
     finally:
         service.app.pool.shutdown(wait=False)
         service.app.ingest.shutdown(wait=False)
+        monitor.close()
     return 0
 
 
@@ -177,12 +185,18 @@ def _with_proxy(cfg: Config, upstream: str | None, listen: str | None) -> Config
 
 
 def _snapshot_periodically(monitor: Monitor, interval: float) -> None:
+    _every(interval, monitor.write_snapshots, "mlmon-snapshots")
+
+
+def _every(interval: float, call: Callable[[], object], name: str) -> None:
+    """Call ``call`` every ``interval`` seconds in a daemon thread."""
+
     def run() -> None:
         while True:
             time.sleep(interval)
-            monitor.write_snapshots()
+            call()
 
-    threading.Thread(target=run, name="mlmon-snapshots", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from mlmon.core.document import (
     ProxyDoc,
     Section,
     ServerDoc,
+    StoreDoc,
     config_problems,
 )
 from mlmon.core.settings import (
@@ -48,6 +49,7 @@ from mlmon.core.settings import (
     ProxySettings,
     RouteSettings,
     ServerSettings,
+    StoreSettings,
     WindowSettings,
 )
 from mlmon.core.values import label_text, parse_duration, split_address, upstream_address
@@ -75,6 +77,7 @@ __all__ = [
     "ProxySettings",
     "RouteSettings",
     "ServerSettings",
+    "StoreSettings",
     "WindowSettings",
     "label_text",
     "load_config",
@@ -216,7 +219,9 @@ def _build(doc: ConfigDoc, base_dir: Path) -> Config:
     models = tuple(_model(m, base_dir, window, drift, thresholds) for m in doc.models)
     limits = {**LIMIT_DEFAULTS, **(doc.limits.given() if doc.limits else {})}
     proxy = _proxy(doc.proxy, models) if doc.proxy else None
-    return Config(models=models, server=_server(doc.server, base_dir), limits=limits, proxy=proxy)
+    server = _server(doc.server, base_dir)
+    store = _store(doc.store, base_dir) if doc.store else None
+    return Config(models=models, server=server, limits=limits, proxy=proxy, store=store)
 
 
 def _merged(base: Any, section: Section | dict[str, Any] | None) -> Any:
@@ -269,6 +274,14 @@ def _server(doc: ServerDoc | None, base_dir: Path) -> ServerSettings:
     server = _merged(ServerSettings(), doc)
     paths = {key: base_dir / getattr(server, key) for key in _SERVER_PATHS if getattr(server, key)}
     return replace(server, **paths)
+
+
+def _store(doc: StoreDoc, base_dir: Path) -> StoreSettings:
+    store = _merged(StoreSettings(url=doc.url), doc)
+    paths = {
+        k: base_dir / getattr(store, k) for k in ("password_file", "ca_file") if getattr(store, k)
+    }
+    return replace(store, **paths)
 
 
 def _proxy(doc: ProxyDoc, models: tuple[ModelConfig, ...]) -> ProxySettings:

@@ -22,6 +22,7 @@ REJECT_REASONS = (
     "internal_error",
     "unauthorized",
     "forbidden",
+    "store_unavailable",
 )
 
 
@@ -29,11 +30,17 @@ class BadRequest(Exception):
     """A request the exporter refuses; ``reason`` is the bounded label it is counted under."""
 
     def __init__(
-        self, status: int, reason: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,  # seconds, for a 503 the sender should retry
     ) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.details = details or []
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "reason": self.reason, "details": self.details}

@@ -306,6 +306,31 @@ class ServerDoc(ConnectionsDoc):
     snapshot_interval: Duration | None = None
 
 
+def _store_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^rediss?://[^\s/]+(/\d{1,2})?$", value):
+        raise ValueError("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")
+    return value
+
+
+def _prefix(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+        raise ValueError("expected 1 to 64 letters, digits or _ . : -")
+    return value
+
+
+class StoreDoc(Section):
+    """The Redis (or Valkey) store a fleet of replicas shares (see `fleet`)."""
+
+    url: Annotated[str, BeforeValidator(_store_url)] = Field(
+        description="expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+    )
+    password_file: FilePath | None = None
+    ca_file: FilePath | None = None
+    prefix: Annotated[str, BeforeValidator(_prefix)] | None = None
+    timeout: Duration | None = None
+    queue_size: Count(1_000, 10_000_000) | None = None
+
+
 class RouteDoc(Section):
     model: Name | None = None
     inputs: Annotated[tuple[str | None, ...], BeforeValidator(_inputs)] | None = None
@@ -356,6 +381,7 @@ class ConfigDoc(Section):
     server: ServerDoc | None = None
     limits: LimitsDoc | None = None
     proxy: ProxyDoc | None = None
+    store: StoreDoc | None = None
 
 
 # -- relations between values ---------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlmon.core import overrides, rebaseline, snapshot
+from mlmon.core import fleet, overrides, rebaseline, snapshot
 from mlmon.core.baseline import OTHER, BaselineError, load_profile
 from mlmon.core.columns import parse_columns
 from mlmon.core.config import (
@@ -34,6 +34,7 @@ from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
 from mlmon.stats import drift, evaluation
 
+log = logging.getLogger("mlmon")
 ENDPOINTS = ("predictions", "labels")
 
 
@@ -97,6 +98,8 @@ class ModelMonitor:
         self.thresholds = dict(self.config_thresholds)
         self.clock = clock
         self.labels = LabelStore(schema.config.labels.max_entries, schema.config.labels.ttl_seconds)
+        # with a store shared by the replicas, predictions wait for their labels there
+        self.shared: fleet.SharedStore | None = None
         # Group names per sensitive attribute, in order of first sight; at most max_groups,
         # the rest share the last slot (__other__).
         self.group_names: list[list[str]] = [[] for _ in schema.config.sensitive_attributes]
@@ -218,7 +221,8 @@ class ModelMonitor:
         return out
 
     def _remember(self, batch: Batch) -> None:
-        """Successful predictions with an id wait in the label store for their label."""
+        """Successful predictions with an id wait for their label: in the label store, or
+        in the store shared by the replicas."""
         rows = [i for i, key in enumerate(batch.ids) if key is not None]
         if not rows:
             return
@@ -234,14 +238,35 @@ class ModelMonitor:
         else:
             gi = [()] * batch.n
         ids = batch.ids
+        keys = [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows]
+        if self.shared is not None:
+            names = self.group_names
+            shared = self.shared
+            records = [
+                (
+                    shared.join_key(self.name, key),
+                    fleet.encode(
+                        versions[i],
+                        now,
+                        predicted[i],
+                        value[i],
+                        score[i],
+                        [names[a][j] if j >= 0 else None for a, j in enumerate(gi[i])],
+                    ),
+                )
+                for key, i in zip(keys, rows, strict=True)
+            ]
+            shared.enqueue(records, self.schema.config.labels.ttl_seconds)
+            return
         self.labels.put_many(
-            [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows],
+            keys,
             [Pending(versions[i], now, predicted[i], value[i], score[i], gi[i]) for i in rows],
         )
 
     def ingest_labels(self, items: list[Any], partial: bool = False) -> tuple[dict, list[dict]]:
         """Join labels to their predictions; returns counts by outcome and the error details
-        of invalid items (raises BadRequest for any when not ``partial``)."""
+        of invalid items (raises BadRequest for any when not ``partial``, and 503 when the
+        shared store does not answer: nothing is applied then)."""
         details = []
         valid = []
         for i, item in enumerate(items):
@@ -257,29 +282,83 @@ class ModelMonitor:
                 details[:100],
             )
         now = self.clock()
+        keys = [key for key, _ in valid]
+        if self.shared is not None:
+            taken = self._take_shared(keys, now)
+        else:
+            taken = [self.labels.take(key, now) for key in keys]
         outcomes: dict[str, int] = {}
         joined: dict[str, list[tuple[Pending, Any]]] = {}
-        for key, label in valid:
-            outcome, p = self.labels.take(key, now)
+        for (outcome, p), (_, label) in zip(taken, valid, strict=True):
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if p is not None:
                 joined.setdefault(p.version, []).append((p, label))
         for version, rows in joined.items():
-            ps = [p for p, _ in rows]
-            delta, fdelta = label_delta(
-                self.layout,
-                self.schema,
-                predicted=np.fromiter((p.predicted for p in ps), np.int64, len(ps)),
-                values=np.fromiter((p.value for p in ps), np.float64, len(ps)),
-                scores=np.fromiter((p.score for p in ps), np.float64, len(ps)),
-                groups=np.array([p.groups for p in ps], dtype=np.int64).reshape(len(ps), -1),
-                delays=np.fromiter((now - p.time for p in ps), np.float64, len(ps)),
-                labels=[lab for _, lab in rows],
-            )
-            self.state.add(version, delta, fdelta)
+            self._apply_labels(version, rows, now)
         # after the joins, so a label that comes just too late counts as expired
         self.labels.purge(now)
         return outcomes, details
+
+    def _apply_labels(self, version: str, rows: list[tuple[Pending, Any]], now: float) -> None:
+        ps = [p for p, _ in rows]
+        delta, fdelta = label_delta(
+            self.layout,
+            self.schema,
+            predicted=np.fromiter((p.predicted for p in ps), np.int64, len(ps)),
+            values=np.fromiter((p.value for p in ps), np.float64, len(ps)),
+            scores=np.fromiter((p.score for p in ps), np.float64, len(ps)),
+            groups=np.array([p.groups for p in ps], dtype=np.int64).reshape(len(ps), -1),
+            delays=np.fromiter((now - p.time for p in ps), np.float64, len(ps)),
+            labels=[lab for _, lab in rows],
+        )
+        self.state.add(version, delta, fdelta)
+
+    def _take_shared(self, keys: list[str], now: float) -> list[tuple[str, Pending | None]]:
+        """`LabelStore.take` for each key, through the shared store: the outcomes are
+        counted here, on the replica that received the labels."""
+        shared = self.shared
+        assert shared is not None
+        try:
+            records = shared.take([shared.join_key(self.name, k) for k in keys])
+        except fleet.StoreUnavailable as e:
+            raise BadRequest(
+                503,
+                "store_unavailable",
+                f"the store that joins labels to predictions is unavailable ({e}); "
+                "nothing was applied, send the labels again",
+                retry_after=max(1, round(fleet.RETRY_SECONDS)),
+            ) from e
+        ttl = self.schema.config.labels.ttl_seconds
+        n_classes = len(self.schema.classes)
+        out: list[tuple[str, Pending | None]] = []
+        groups: list[dict[str, Any] | None] = []
+        attrs = self.schema.config.sensitive_attributes
+        for record in records:
+            if not record:
+                out.append(("unmatched", None))
+            elif record == fleet.TAKEN:
+                out.append(("duplicate", None))
+            else:
+                try:
+                    version, at, predicted, value, score, names = fleet.decode(record)
+                except ValueError:
+                    log.warning("%s: a join record in the store is not mlmon's; ignored", self.name)
+                    out.append(("unmatched", None))
+                    continue
+                if not -1 <= predicted < n_classes:  # from a replica with other classes
+                    out.append(("unmatched", None))
+                    continue
+                if now - at > ttl:
+                    out.append(("expired", None))
+                    continue
+                out.append(("matched", Pending(version, at, predicted, value, score, ())))
+                groups.append(dict(zip(attrs, names, strict=False)))
+        matched = [p for outcome, p in out if p is not None]
+        for p, g in zip(matched, self._group_indices(groups).tolist(), strict=True):
+            p.groups = tuple(g)
+        with self.labels.lock:
+            self.labels.outcomes.update(outcome for outcome, _ in out)
+        return out
 
     def _bad_label(self, item: Any) -> tuple[str, str] | None:
         """What is wrong with one label item, as (field, message), or None. A classifier's
@@ -541,8 +620,10 @@ class Monitor:
         self.started = time.time()
         self.counters = IngestCounters()
         # runtime thresholds of every model, persisted beside the snapshots if any
-        self.overrides_store = overrides.open_store(config.server.snapshot_dir)
-        self.overrides = self.overrides_store.load()
+        # the store shared with the other replicas (`fleet`), if configured
+        self.shared = fleet.SharedStore(config.store) if config.store is not None else None
+        self.overrides_store = overrides.open_store(config.server.snapshot_dir, self.shared)
+        self.overrides = self._load_overrides()
         self._overrides_lock = threading.Lock()
         self.models: dict[str, ModelMonitor] = {}
         errors = []
@@ -584,7 +665,7 @@ class Monitor:
             m = self.models[model]
             before = {k: m.thresholds[k] for k in values}
             updated = {**self.overrides, model: {**self.overrides.get(model, {}), **values}}
-            self.overrides_store.save(updated)
+            self.overrides_store.put(model, values, updated)
             self.overrides = updated
             m.set_thresholds(runtime=updated[model])
             return before
@@ -601,11 +682,39 @@ class Monitor:
             updated = {k: v for k, v in self.overrides.items() if k != model}
             if rest:
                 updated[model] = rest
-            self.overrides_store.save(updated)
+            self.overrides_store.delete(model, name, updated)
             self.overrides = updated
             old = m.thresholds[name]
             m.set_thresholds(runtime=rest)
             return old, m.thresholds[name]
+
+    def _load_overrides(self) -> overrides.Overrides:
+        try:
+            return self.overrides_store.load()
+        except fleet.StoreUnavailable as e:  # read again by `refresh_overrides`
+            logging.getLogger("mlmon.overrides").error("runtime thresholds unread: %s", e)
+            return {}
+
+    def refresh_overrides(self) -> bool:
+        """Read the shared store's runtime thresholds and apply any change (every replica
+        calls this every few seconds); False when the store did not answer."""
+        if self.shared is None:
+            return True
+        try:
+            stored = self.shared.load()
+        except fleet.StoreUnavailable:
+            return False
+        with self._overrides_lock:
+            if stored != self.overrides:
+                self.overrides = stored
+                for name, m in self.models.items():
+                    m.set_thresholds(runtime=stored.get(name, {}))
+        return True
+
+    def close(self) -> None:
+        """Write the join records still queued for the shared store (shutdown)."""
+        if self.shared is not None:
+            self.shared.close()
 
     def reload(self) -> dict[str, list[str]]:
         """Re-read the config file. Models whose schema and baseline did not change keep
@@ -657,4 +766,5 @@ class Monitor:
             raise BaselineError(f"{len(schema.classes)} classes exceed limits.max_classes ({cap})")
         mm = ModelMonitor(schema, limits or self.config.limits, self.clock, self.counters)
         mm.set_thresholds(runtime=self.overrides.get(m.name, {}))
+        mm.shared = self.shared
         return mm

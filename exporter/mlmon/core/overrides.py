@@ -4,9 +4,10 @@ the config's values so a reload or a restart does not lose them.
 A store holds every model's overrides as ``{model: {threshold: value}}``. Two stores exist:
 in memory (no ``server.snapshot_dir``: overrides last until the process ends) and a JSON
 file beside the snapshots, rewritten atomically and fsynced before the admin call is
-answered, so a ``kill -9`` right after the answer keeps the change. A store shared by
-every replica (Redis) would implement the same two methods, and the replicas would then
-agree by construction instead of by the `MlmonThresholdsDisagree` alert.
+answered, so a ``kill -9`` right after the answer keeps the change. With a `store`, the
+shared store (`fleet.SharedStore`) implements the same methods and every replica reads it,
+so the replicas agree by construction; the `MlmonThresholdsDisagree` alert catches the
+rest (replicas without the store, or one that cannot reach it).
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ Overrides = dict[str, dict[str, float]]
 
 
 class Store(Protocol):
-    """Where runtime overrides live: ``load`` at start, ``save`` the whole set after each
-    change (before the change is answered)."""
+    """Where runtime overrides live: ``load`` at start, and each change stored before it
+    is answered: ``put`` values of a model or ``delete`` one, ``after`` being every
+    model's overrides once the change is made (for stores that write the whole set)."""
 
     kind: str
 
     def load(self) -> Overrides: ...
 
-    def save(self, overrides: Overrides) -> None: ...
+    def put(self, model: str, values: dict[str, float], after: Overrides) -> None: ...
+
+    def delete(self, model: str, name: str, after: Overrides) -> None: ...
 
 
 class MemoryStore:
@@ -44,7 +48,10 @@ class MemoryStore:
     def load(self) -> Overrides:
         return {}
 
-    def save(self, overrides: Overrides) -> None:
+    def put(self, model: str, values: dict[str, float], after: Overrides) -> None:
+        return None
+
+    def delete(self, model: str, name: str, after: Overrides) -> None:
         return None
 
 
@@ -64,12 +71,18 @@ class FileStore:
             doc = json.loads(self.path.read_text())
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}")
-            return _checked(doc["models"])
+            return checked(doc["models"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             log.error(
                 "runtime thresholds in %s are unreadable (%s); using the config's", self.path, e
             )
             return {}
+
+    def put(self, model: str, values: dict[str, float], after: Overrides) -> None:
+        self.save(after)
+
+    def delete(self, model: str, name: str, after: Overrides) -> None:
+        self.save(after)
 
     def save(self, overrides: Overrides) -> None:
         """Write to a temporary file, fsync it, rename it over the old one, fsync the
@@ -94,8 +107,8 @@ class FileStore:
             os.close(dir_fd)
 
 
-def _checked(models: object) -> Overrides:
-    """The file's models, refusing anything but ``{str: {str: finite number >= 0}}``."""
+def checked(models: object) -> Overrides:
+    """The stored models, refusing anything but ``{str: {str: finite number >= 0}}``."""
     if not isinstance(models, dict):
         raise ValueError("models is not an object")
     out: Overrides = {}
@@ -110,6 +123,9 @@ def _checked(models: object) -> Overrides:
     return out
 
 
-def open_store(snapshot_dir: Path | None) -> Store:
-    """The file store beside the snapshots when there is a snapshot dir, else memory."""
+def open_store(snapshot_dir: Path | None, shared: Store | None = None) -> Store:
+    """The shared store when there is one, else the file beside the snapshots when there is
+    a snapshot dir, else memory."""
+    if shared is not None:
+        return shared
     return FileStore(snapshot_dir) if snapshot_dir is not None else MemoryStore()

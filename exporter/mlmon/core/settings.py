@@ -99,6 +99,20 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """The Redis (or Valkey) store shared by a fleet of replicas: join records of
+    predictions waiting for labels, and runtime thresholds. MLMON_STORE_URL overrides the
+    url (and configures a store when the file has none)."""
+
+    url: str  # redis://HOST:PORT[/DB] or rediss:// (TLS)
+    password_file: Path | None = None  # the password, read at start (never in the url)
+    ca_file: Path | None = None  # CA bundle for rediss:// (default: the system's)
+    prefix: str = "mlmon"  # of every key, so environments can share one Redis
+    timeout_seconds: float = 0.5  # per call, connect included
+    queue_size: int = 100_000  # join records waiting to be written; beyond, dropped
+
+
+@dataclass(frozen=True)
 class RouteSettings:
     """How the proxy reads one upstream model's payloads (keyed by its name in the URL)."""
 
@@ -152,6 +166,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     proxy: ProxySettings | None = None
     limits: dict[str, int] = field(default_factory=lambda: dict(LIMIT_DEFAULTS))
+    store: StoreSettings | None = None
     path: Path | None = None
 
     def model(self, name: str) -> ModelConfig | None:

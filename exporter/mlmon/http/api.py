@@ -108,7 +108,10 @@ class Api:
             counters.count(
                 counters.rejected_events, model, len({d.get("index") for d in e.details})
             )
-        return json_reply(e.body(), e.status)
+        reply = json_reply(e.body(), e.status)
+        if e.retry_after is not None:
+            reply.headers.append(("Retry-After", str(e.retry_after)))
+        return reply
 
     def predictions(
         self,

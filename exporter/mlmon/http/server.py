@@ -209,7 +209,9 @@ class ExporterApp:
             encoding,
             _query_value(scope["query_string"], "partial"),
         )
-        if len(body) <= INLINE_BYTES and encoding is None and _plain_json(ctype):
+        inline = len(body) <= INLINE_BYTES and encoding is None and _plain_json(ctype)
+        # labels through a shared store wait on the network: never on the event loop
+        if inline and (endpoint == "predictions" or self.api.monitor.shared is None):
             return self._guarded(endpoint, handler, args)
         return await loop.run_in_executor(self.ingest, self._guarded, endpoint, handler, args)
 

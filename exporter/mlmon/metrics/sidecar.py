@@ -12,6 +12,7 @@ import numpy as np
 from mlmon import __version__
 from mlmon.capture.counters import DURATION_BUCKETS, ProxyStats
 from mlmon.capture.protocols import PROTOCOLS
+from mlmon.core.fleet import SharedStore
 from mlmon.core.monitor import Monitor
 from mlmon.metrics.exposition import Family, RenderTimes
 from mlmon.metrics.families import counter, gauge, histogram
@@ -37,6 +38,8 @@ def exporter_families(
     yield _connections_closed(closed)
     yield from _ingest(monitor, requests, rejected, events, rejected_events)
     yield from _snapshots(monitor)
+    if monitor.shared is not None:
+        yield from _store(monitor.shared)
     yield _by_key(
         counter("mlmon_limit_hits", "Times a configured limit was reached.", labels=["limit"]),
         limits,
@@ -141,6 +144,44 @@ def _snapshots(monitor: Monitor) -> Iterator[Family]:
         "mlmon_snapshot_last_success_timestamp_seconds",
         "When the last snapshot was written (0: never).",
         value=monitor.last_snapshot,
+    )
+
+
+def _store(store: SharedStore) -> Iterator[Family]:
+    """The shared store (only with one configured)."""
+    errors, dropped, written = store.counts()
+    yield gauge(
+        "mlmon_store_up",
+        "1 when the last call to the shared store succeeded, 0 after a failure.",
+        value=store.up,
+    )
+    yield _by_key(
+        counter(
+            "mlmon_store_errors",
+            "Calls to the shared store that failed, by operation (write, take, "
+            "thresholds_read, thresholds_write).",
+            labels=["op"],
+        ),
+        errors,
+    )
+    yield _by_key(
+        counter(
+            "mlmon_store_dropped_records",
+            "Prediction join records never written to the shared store, by reason "
+            "(unavailable, queue_full); their labels will be unmatched.",
+            labels=["reason"],
+        ),
+        dropped,
+    )
+    written_total = counter(
+        "mlmon_store_written_records", "Prediction join records written to the shared store."
+    )
+    written_total.add_metric([], written)
+    yield written_total
+    yield gauge(
+        "mlmon_store_queued_records",
+        "Join records waiting to be written to the shared store.",
+        value=store.queued(),
     )
 
 
