@@ -5,6 +5,7 @@ README's "Monitor your own model in five minutes" runs, command by command, agai
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import wait_until
 from mlmon.capture.counters import UPSTREAM_FAILURES, ProxyStats
 from mlmon.capture.protocols import CAPTURE_FAILURES, PROTOCOLS
 from mlmon.cli import build_registry
+from mlmon.core.baseline import build_profile, read_training_data, write_profile
 from mlmon.core.config import (
     LIMIT_DEFAULTS,
     THRESHOLDS,
@@ -71,10 +74,35 @@ def loaded_monitors(tmp_path: Path) -> list[Monitor]:
         r["id"] = i
     regression.models["m"].ingest(reg_rows)
     regression.models["m"].ingest_labels([{"id": r["id"], "label": r["label"]} for r in reg_rows])
+    attributed = _attributed_monitor(tmp_path / "attr")
     # with a shared store (nothing listens there: its families exist all the same)
     store = StoreSettings(url="redis://127.0.0.1:1/0", timeout_seconds=0.1)
     shared = Monitor(replace(load_config(ROOT / "examples/mlmon.yml"), store=store))
-    return [mon, multiclass, regression, shared]
+    return [mon, multiclass, regression, shared, attributed]
+
+
+def _attributed_monitor(tmp: Path) -> Monitor:
+    """A regression model whose training data and events carry feature attributions."""
+    tmp.mkdir()
+
+    def attributed(rows: list[dict]) -> list[dict]:
+        for r in rows:
+            f = r["features"]
+            r["attributions"] = {"size": 0.01 * f["size"], "rooms": 0.5 * f["rooms"]}
+        return rows
+
+    data = tmp / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in attributed(_rows(2_000, 1))))
+    model = {"name": "attributed", "task": "regression", "baseline": "a.json"}
+    model["drift"] = {"min_samples": 200}
+    (tmp / "c.yml").write_text(yaml.safe_dump({"models": [model]}))
+    cfg = load_config(tmp / "c.yml")
+    write_profile(
+        build_profile(cfg.models[0], read_training_data(data, None, False)), tmp / "a.json"
+    )
+    monitor = Monitor(cfg)
+    monitor.models["attributed"].ingest(attributed(_rows(300, seed=5)))
+    return monitor
 
 
 def _documented_metrics(text: str) -> set[str]:

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ SCORE_EDGES = tuple(round(x / 10, 1) for x in range(1, 10))
 SCORE_GRID = tuple(round(x / 100, 2) for x in range(1, 100))
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # smaller files read too fast for a progress bar
 RESERVED_CSV = {"prediction", "label", "score", "id", "version", "timestamp"}
+ATTRIBUTION_PREFIX = "attr_"  # CSV columns of a feature's attribution (e.g. a SHAP value)
 _MISSING_TEXT = {"", "na", "nan", "null", "none", "n/a"}
 
 
@@ -160,6 +161,9 @@ class TrainingRows:
     labels: list[Any]
     rows: int
     from_text: bool
+    # per feature, its attribution in each row (None where absent): CSV `attr_<feature>`
+    # columns, JSONL `attributions` objects
+    attributions: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def read_training_data(
@@ -182,7 +186,11 @@ def _read_csv(path: Path, feature_names: Iterable[str] | None, progress: bool) -
     header = [h.strip() for h in header]
     index = {h: i for i, h in enumerate(header)}
     if feature_names is None:
-        names = [h for h in header if h not in RESERVED_CSV and not h.startswith("score_")]
+        names = [
+            h
+            for h in header
+            if h not in RESERVED_CSV and not h.startswith(("score_", ATTRIBUTION_PREFIX))
+        ]
     else:
         names = list(feature_names)
         missing = [n for n in names if n not in index]
@@ -195,6 +203,12 @@ def _read_csv(path: Path, feature_names: Iterable[str] | None, progress: bool) -
     scores: list[Any] = []
     labels: list[Any] = []
     score_cols = [(h[6:], i) for h, i in index.items() if h.startswith("score_")]
+    attr_cols = {
+        h[len(ATTRIBUTION_PREFIX) :]: i
+        for h, i in index.items()
+        if h.startswith(ATTRIBUTION_PREFIX)
+    }
+    attrs: dict[str, list[Any]] = {n: [] for n in attr_cols}
     rows = 0
     for lineno, row in enumerate(reader, start=2):
         if not row:
@@ -212,7 +226,9 @@ def _read_csv(path: Path, feature_names: Iterable[str] | None, progress: bool) -
             scores.append(row[index["score"]])
         elif score_cols:
             scores.append({cls: row[i] for cls, i in score_cols})
-    return TrainingRows(cols, preds, scores, labels, rows, from_text=True)
+        for n, i in attr_cols.items():
+            attrs[n].append(row[i])
+    return TrainingRows(cols, preds, scores, labels, rows, from_text=True, attributions=attrs)
 
 
 def _read_jsonl(path: Path, feature_names: Iterable[str] | None, progress: bool) -> TrainingRows:
@@ -221,6 +237,7 @@ def _read_jsonl(path: Path, feature_names: Iterable[str] | None, progress: bool)
     preds: list[Any] = []
     scores: list[Any] = []
     labels: list[Any] = []
+    attrs: dict[str, list[Any]] = {}
     rows = 0
     for lineno, line in enumerate(_lines_with_progress(path, progress), start=1):
         if not line.strip():
@@ -239,6 +256,7 @@ def _read_jsonl(path: Path, feature_names: Iterable[str] | None, progress: bool)
                     cols[k] = [None] * rows
         for n, values in cols.items():
             values.append(feats.get(n))
+        _add_attributions(attrs, obj.get("attributions"), rows, f"{path}:{lineno}")
         rows += 1
         preds.append(obj.get("prediction"))
         scores.append(obj.get("scores"))
@@ -247,7 +265,36 @@ def _read_jsonl(path: Path, feature_names: Iterable[str] | None, progress: bool)
         absent = [n for n in names if all(v is None for v in cols[n])]
         if rows and absent:
             raise BaselineError(f"{path}: no row has feature(s) {', '.join(absent)}")
-    return TrainingRows(cols, preds, scores, labels, rows, from_text=False)
+    for values in attrs.values():
+        values.extend([None] * (rows - len(values)))
+    return TrainingRows(cols, preds, scores, labels, rows, from_text=False, attributions=attrs)
+
+
+def _add_attributions(attrs: dict[str, list[Any]], row: Any, before: int, where: str) -> None:
+    """One JSONL row's ``attributions`` object into the columns (earlier rows: None)."""
+    if row is None:
+        return
+    if not isinstance(row, dict):
+        raise BaselineError(f"{where}: 'attributions' must be an object of feature -> number")
+    for k, v in row.items():
+        values = attrs.setdefault(k, [])
+        values.extend([None] * (before - len(values)))
+        values.append(v)
+
+
+def attribution_profile(
+    data: TrainingRows, features: dict[str, Any]
+) -> dict[str, dict[str, float]] | None:
+    """Each profiled feature's global attribution in the training data: the events that
+    carry one and their mean absolute value (None when the data has no attributions)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, raw in data.attributions.items():
+        if name not in features:
+            continue
+        values, _ = _numeric_column(f"{ATTRIBUTION_PREFIX}{name}", raw, data.from_text)
+        if values.size:
+            out[name] = {"events": int(values.size), "mean_abs": float(np.abs(values).mean())}
+    return out or None
 
 
 def _is_missing(v: Any, from_text: bool) -> bool:
@@ -398,6 +445,9 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
         "score": None,
         "calibration": None,
     }
+    attributions = attribution_profile(data, features)
+    if attributions is not None:  # absent otherwise: older profiles keep their hash
+        profile["attributions"] = attributions
     if model.task == "regression":
         profile["regression_error"] = regression_error(
             data.predictions, data.labels, data.from_text

@@ -13,6 +13,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # Every threshold a model exports as `mlmon_threshold_<name>`; alerts and dashboards read
 # these series, so one config value moves the alert and the red line together.
 THRESHOLDS: dict[str, tuple[float, str]] = {
+    "attribution_ndcg_min": (
+        0.9,
+        "Lowest acceptable NDCG of the window's feature-attribution ranking against the "
+        "baseline's (SageMaker Clarify's default).",
+    ),
     "drift_alpha": (
         0.05,
         "Significance level for drift tests, after multiple-testing correction.",

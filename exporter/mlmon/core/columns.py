@@ -14,6 +14,7 @@ from mlmon.core.fields import (
     NUMBER_TYPES,
     Batch,
     Errors,
+    bad_attribution,
     bad_class,
     bad_error,
     bad_id,
@@ -111,6 +112,7 @@ def parse_columns(
         ids=_checked_values(cols, "id", n, errs, lambda v: bad_id(v, max_str)),
         timestamps=_checked_values(cols, "timestamp", n, errs, bad_timestamp),
         groups=_group_columns(cols, n, errs, max_str),
+        attr=_attribution_columns(cols, schema, n, errs),
     )
     if unknown := feats.keys() - schema.feature_kinds.keys():
         batch.unknown_features.update(dict.fromkeys(unknown, int((failure < 0).sum())))
@@ -119,6 +121,29 @@ def parse_columns(
             400, "invalid_event", "invalid columnar batch; nothing was applied", errs.items
         )
     return batch
+
+
+def _attribution_columns(cols: dict[str, Any], schema: ModelSchema, n: int, errs: Errors):
+    """``attributions: {feature: [number or null, ...]}`` as the row form's array; names
+    the model does not monitor are ignored, as in the row form."""
+    given = cols.get("attributions")
+    if given is None:
+        return np.empty((n, 0))
+    if type(given) is not dict:
+        errs.add(0, "attributions", "expected an object of feature -> list of numbers")
+        return np.empty((n, 0))
+    names = schema.attribution_names
+    out = np.full((n, len(names)), np.nan)
+    for j, name in enumerate(names):
+        values = _column(given, name, n, errs, "attributions.")
+        for i, v in enumerate(values or ()):
+            if v is None:
+                continue
+            if msg := bad_attribution(v):
+                errs.add(i, f"attributions.{name}", msg)
+                break
+            out[i, j] = v
+    return out
 
 
 def _columns_frame(cols: Any, limits: dict[str, int]) -> tuple[dict[str, Any], list[Any]]:

@@ -26,6 +26,7 @@ from mlmon.core.fields import (
     NUMBER_TYPES,
     Batch,
     Errors,
+    attribution_matrix,
     bad_class,
     bad_error,
     bad_id,
@@ -71,6 +72,9 @@ def parse_events(
     x = _numeric_matrix(rows, num_names, errs)
     cat_rows, cat_complete = _feature_rows(feats, schema.categorical.names)
     cat_idx = _categorical_matrix(feats, cat_rows, schema, errs, max_str)
+    attr = attribution_matrix(
+        events, schema.attribution_names, errs, limits["max_features_per_event"]
+    )
 
     if errs.bad and not partial:
         raise BadRequest(
@@ -83,6 +87,7 @@ def parse_events(
     if errs.bad:
         x = x[keep]
         cat_idx = cat_idx[keep]
+        attr = attr[keep]
         feats = [feats[i] for i in keep]
     good = [events[i] for i in keep]
     batch = Batch(
@@ -92,6 +97,7 @@ def parse_events(
         ids=[ev.get("id") for ev in good],
         timestamps=[ev.get("timestamp") for ev in good],
         groups=[ev.get("groups") for ev in good],
+        attr=attr,
         unknown_features=unknown_features(
             feats, schema.feature_kinds, num_complete and cat_complete
         ),

@@ -53,6 +53,9 @@ class Batch:
     timestamps: list[Any]
     groups: list[dict[str, str] | None]
     group_idx: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
+    # [N, F] each feature's attribution (schema.attribution_names order), NaN = none; no
+    # columns when no event of the batch carried attributions
+    attr: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     # feature names the model does not have, with the accepted events that carried them
     unknown_features: dict[str, int] = field(default_factory=dict)
 
@@ -197,6 +200,49 @@ def check_scores(errs: Errors, i: int, v: Any, classification: bool) -> None:
         if msg := bad_score(s):
             errs.add(i, "scores", msg)
             return
+
+
+def attribution_matrix(
+    events: list[Any], names: tuple[str, ...], errs: Errors, max_feats: int
+) -> np.ndarray:
+    """Each event's ``attributions`` (feature -> finite number) as an [N, F] array, NaN
+    where absent; names the model does not monitor are ignored. No columns when no event
+    carries any (the common case costs one dict lookup per event)."""
+    carried = [
+        (i, a)
+        for i, ev in enumerate(events)
+        if type(ev) is dict and (a := ev.get("attributions")) is not None
+    ]
+    if not carried:
+        return np.empty((len(events), 0))
+    index = {n: j for j, n in enumerate(names)}
+    out = np.full((len(events), len(names)), np.nan)
+    for i, a in carried:
+        if type(a) is not dict:
+            errs.add(
+                i, "attributions", f"expected an object of feature -> number, got {type_name(a)}"
+            )
+        elif len(a) > max_feats:
+            errs.add(i, "attributions", f"{len(a)} attributions exceed the limit of {max_feats}")
+        else:
+            for k, v in a.items():
+                j = index.get(k)
+                if j is None or v is None:  # not monitored, or none for this feature
+                    continue
+                if msg := bad_attribution(v):
+                    errs.add(i, f"attributions.{k}", msg)
+                    break
+                out[i, j] = v
+    return out
+
+
+def bad_attribution(v: Any) -> str | None:
+    if type(v) not in (int, float):
+        return f"expected a number, got {type_name(v)}"
+    try:
+        return None if math.isfinite(float(v)) else "expected a finite number"
+    except OverflowError:
+        return "number out of range"
 
 
 def tracked_score(s: Any, schema: ModelSchema) -> float:

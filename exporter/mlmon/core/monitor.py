@@ -32,7 +32,7 @@ from mlmon.core.fields import Batch, bad_class, finite_number
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
-from mlmon.stats import drift, evaluation
+from mlmon.stats import attribution, drift, evaluation
 
 log = logging.getLogger("mlmon")
 ENDPOINTS = ("predictions", "labels")
@@ -74,6 +74,7 @@ class VersionView:
     snapshot: VersionSnapshot
     report: drift.DriftReport
     performance: evaluation.PerformanceReport
+    attribution: attribution.AttributionReport
 
 
 class ModelMonitor:
@@ -105,7 +106,7 @@ class ModelMonitor:
         self.group_names: list[list[str]] = [[] for _ in schema.config.sensitive_attributes]
         self._group_index: list[dict[str, int]] = [{} for _ in schema.config.sensitive_attributes]
         self._groups_lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple, drift.DriftReport, evaluation.PerformanceReport]] = {}
+        self._cache: dict[str, tuple[Any, ...]] = {}
         self._cache_lock = threading.Lock()
 
     @property
@@ -398,11 +399,12 @@ class ModelMonitor:
                 perf = evaluation.evaluate(
                     self.schema, self.layout, snap.window, snap.fwindow, groups
                 )
+                attr = self._attribution(snap.window, snap.fwindow)
                 with self._cache_lock:
-                    self._cache[snap.version] = (key, report, perf)
+                    self._cache[snap.version] = (key, report, perf, attr)
             else:
-                report, perf = cached[1], cached[2]
-            out.append(VersionView(snap, report, perf))
+                report, perf, attr = cached[1], cached[2], cached[3]
+            out.append(VersionView(snap, report, perf, attr))
         return out
 
     def rebaseline(self, version: str | None = None) -> dict[str, Any]:
@@ -454,6 +456,18 @@ class ModelMonitor:
             self.schema,
             self.layout,
             {v.snapshot.version: (v.snapshot.window, v.snapshot.fwindow) for v in views},
+        )
+
+    def _attribution(
+        self, window: np.ndarray, fwindow: np.ndarray
+    ) -> attribution.AttributionReport:
+        lay = self.layout
+        return attribution.report(
+            self.schema.attribution_baseline,
+            Layout.view(window, lay.attr_n),
+            Layout.view(fwindow, lay.attr_abs),
+            self.schema.config.drift.min_samples,
+            self.thresholds["attribution_ndcg_min"],
         )
 
     def _drift(self, window: np.ndarray) -> drift.DriftReport:

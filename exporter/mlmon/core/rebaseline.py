@@ -30,6 +30,19 @@ def _numeric(p: dict[str, Any], counts: np.ndarray, missing: float, total: float
     p["mean"] = float(total / n) if n else p["mean"]
 
 
+def _attributions(out: dict[str, Any], schema: Any, events: np.ndarray, sums: np.ndarray) -> None:
+    """The window's global attributions become the baseline's (the old ones go when the
+    window carried none: they would no longer describe the baseline's data)."""
+    carried = {
+        name: {"events": int(events[j]), "mean_abs": float(sums[j] / events[j])}
+        for j, name in enumerate(schema.attribution_names)
+        if events[j] > 0
+    }
+    out.pop("attributions", None)
+    if carried:
+        out["attributions"] = carried
+
+
 def profile_from_window(
     profile: dict[str, Any], schema: Any, layout: Layout, window: np.ndarray, fwindow: np.ndarray
 ) -> dict[str, Any]:
@@ -66,6 +79,7 @@ def profile_from_window(
         p["count"] = int(pred.sum())
     if schema.score is not None and out.get("score"):
         _numeric(out["score"], v(window, layout.score_bins)[0], 0, fwindow[layout.score_sum.start])
+    _attributions(out, schema, v(window, layout.attr_n), v(fwindow, layout.attr_abs))
     out["rows"] = int(window[layout.ok_events.start])
     out["rebaselined_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out["hash"] = content_hash(out)

@@ -198,6 +198,14 @@ class ModelSchema:
     positive_index: int = -1  # binary models: index of the positive class
     calibration_rates: np.ndarray | None = None  # observed positive rate per score bucket
     error_scale: float = 1.0  # regression: the baseline's spread of predictions
+    # The baseline's global attribution (mean |attribution|) of each feature, numeric then
+    # categorical (NaN: no attributions in the training data); None: none at all.
+    attribution_baseline: np.ndarray | None = None
+
+    @property
+    def attribution_names(self) -> tuple[str, ...]:
+        """The features an event's ``attributions`` may name, in the order of their counts."""
+        return (*self.numeric.names, *self.categorical.names)
 
     def recalibrate(self, p: np.ndarray) -> np.ndarray:
         """Binary scores mapped to the baseline's observed positive rate of their score
@@ -365,7 +373,15 @@ def _schema(
         error_scale=float(pred_num.stds[0])
         if pred_num is not None and pred_num.stds[0] > 0
         else 1.0,
+        attribution_baseline=_attribution_baseline([*num, *cat], profile),
     )
+
+
+def _attribution_baseline(names: list[str], profile: dict[str, Any]) -> np.ndarray | None:
+    attributions = profile.get("attributions")
+    if not attributions:
+        return None
+    return np.array([attributions.get(n, {}).get("mean_abs", np.nan) for n in names])
 
 
 def _empty_score_profile() -> dict[str, Any]:

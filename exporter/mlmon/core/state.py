@@ -108,6 +108,11 @@ class Layout:
         self.score_label_sum = self._addf((len(sc.coarse_edges[0]) + 1 if sc is not None else 0,))
         self.brier_sum = self._addf((1,))
         self.abs_error = self._add((len(ABS_ERROR_SCALE) + 1 if pn is not None else 0,))
+        # feature attributions, at ingest: per feature, the events that carried one and
+        # the sum of their absolute values (global attribution = sum / events)
+        features = len(num) + len(cat)
+        self.attr_n = self._add((features,))
+        self.attr_abs = self._addf((features,))
         self.reg = self._addf((5 if pn is not None else 0,))  # err, |err|, err^2, y, y^2
 
     def _add(self, shape: tuple[int, ...]) -> Part:
@@ -183,6 +188,11 @@ def batch_delta(
 
     if schema.prediction_classes is not None:
         _classifier_deltas(layout, schema, batch, ok_rows, idx, fdelta)
+    if batch.attr.shape[1]:
+        a = batch.attr[ok_rows]
+        present = ~np.isnan(a)
+        idx.append(layout.attr_n.start + np.broadcast_to(np.arange(a.shape[1]), a.shape)[present])
+        Layout.view(fdelta, layout.attr_abs)[:] = np.abs(np.where(present, a, 0.0)).sum(axis=0)
 
     lat = batch.latency[all_rows]
     lat = lat[~np.isnan(lat)]

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from mlmon.capture.counters import ProxyStats
 from mlmon.core.monitor import ModelMonitor, Monitor, VersionView
 from mlmon.metrics import (
+    attributions,
     drift,
     fairness,
     feedback,
@@ -73,6 +74,7 @@ def _model(f: Families, m: ModelMonitor) -> None:
     inputs.baseline(f, m)
     predictions.baseline(f, m)
     performance.baseline_error(f, m)
+    attributions.baseline(f, m)
     views = m.views()
     performance.label_join(f, m)
     versions.comparisons(f, m, views)
@@ -93,3 +95,4 @@ def _version(f: Families, m: ModelMonitor, view: VersionView) -> None:
     drift.summary(f, m, view, mv)
     drift.features(f, m, view, mv)
     drift.outputs(f, m, view, mv)
+    attributions.windowed(f, m, view, mv)
