@@ -23,7 +23,8 @@ def example_profiles() -> dict[Path, str]:
     assert model is not None
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "credit-risk.csv"
-        synthetic.write_csv(synthetic.events(synthetic.credit_spec(), TRAINING_ROWS, SEED), data)
+        rows = synthetic.events(synthetic.credit_spec(), TRAINING_ROWS, SEED, attributions=True)
+        synthetic.write_csv(rows, data)
         names = [f.name for f in model.features or ()]
         profile = build_profile(model, read_training_data(data, names, progress=False))
     return {model.baseline: dumps(profile)}

@@ -224,7 +224,10 @@ def test_dashboard_structure():
     }
 
 
-THRESHOLD_SERIES = re.compile(r"\bmodel:mlmon_threshold_(\w+):max\b|\bmlmon_threshold_(\w+)")
+# a threshold of the config, or the multivariate drift threshold of the window's size
+THRESHOLD_SERIES = re.compile(
+    r"\bmodel:mlmon_threshold_(\w+):max\b|\bmlmon_threshold_(\w+)|\bmlmon_(multivariate)_drift_threshold\b"
+)
 
 
 def _red_lines(p: dict) -> list[dict]:
@@ -254,7 +257,7 @@ def test_red_threshold_lines_come_from_threshold_series():
             for t in _red_lines(p):
                 found = THRESHOLD_SERIES.findall(t["expr"])
                 assert found, f"{path.name}: {p['title']}: {t['expr']}"
-                drawn |= {a or b for a, b in found}
+                drawn |= {a or b or c for a, b, c in found}
     # every threshold an alert compares with has a red line somewhere
     alerting = set(re.findall(r"model:mlmon_threshold_(\w+):max", _alert_exprs()))
     assert len(alerting) >= 15 and alerting <= set(THRESHOLDS)

@@ -319,8 +319,61 @@ def predictions() -> list[Json]:
     ]
 
 
+def joint_drift() -> list[Json]:
+    """Multivariate drift and feature attributions: what per-feature drift cannot show."""
+    score = "mlmon_multivariate_drift_score"
+    return [
+        row("Joint drift and explanations"),
+        timeseries(
+            "Multivariate drift",
+            "Each version's mean reconstruction error over the window, by the baseline's "
+            "principal components: it rises when the features stop moving together as in "
+            "the baseline, even when each feature alone looks the same. The red line is the "
+            "threshold for the window's size (the highest across the selected versions and "
+            "replicas).",
+            "none",
+            [
+                target(agg("max", score, by="version"), "{{version}}"),
+                target(agg("max", "mlmon_multivariate_drift_threshold"), "threshold"),
+            ],
+            threshold_legend="threshold",
+            w=8,
+        ),
+        timeseries(
+            "Attribution drift (NDCG)",
+            "How well each version's ranking of features by attribution (mean |SHAP|) over "
+            "the window agrees with the baseline's: 1 is the same ranking. Below the red line "
+            "the features that drive the predictions have changed.",
+            "none",
+            [
+                target(
+                    agg(
+                        "min",
+                        "mlmon_attribution_drift_score",
+                        f'{SEL}, method="ndcg"',
+                        "version",
+                    ),
+                    "{{version}}",
+                ),
+                target(th("attribution_ndcg_min"), "minimum"),
+            ],
+            threshold_legend="minimum",
+            w=8,
+        ),
+        timeseries(
+            "Attribution shift",
+            "Each feature's global attribution over the window minus the baseline's, in the "
+            "model output's units (the largest across the selected versions): which features "
+            "the model leans on more, or less.",
+            "none",
+            [target(agg("max", "mlmon_feature_attribution_shift", by="feature"), "{{feature}}")],
+            w=8,
+        ),
+    ]
+
+
 def build(p: Params) -> Json:
-    panels = [*headline(), *service(), *inputs(p), *predictions()]
+    panels = [*headline(), *service(), *inputs(p), *predictions(), *joint_drift()]
     return dashboard(
         p.dashboards["model"].uid,
         "mlmon / Model overview",

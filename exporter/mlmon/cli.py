@@ -114,7 +114,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, server=replace(cfg.server, threads=args.threads))
     if args.upstream or args.proxy_listen_address:
         cfg = _with_proxy(cfg, args.upstream, args.proxy_listen_address)
-    cfg = replace(cfg, store=store_settings(cfg.store, dict(os.environ)))
+    try:
+        cfg = replace(cfg, store=store_settings(cfg.store, dict(os.environ)))
+    except ValueError as e:
+        raise ConfigError([str(e)]) from None
     service = build_service(cfg)
     monitor = service.monitor
     if cfg.proxy is not None and service.proxy_stats is not None:  # logged before `serving`
@@ -139,7 +142,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if cfg.server.snapshot_dir is not None:
         _snapshot_periodically(monitor, cfg.server.snapshot_interval_seconds)
-
+    if cfg.server.snapshot_dir is not None or monitor.shared is not None:
+        # a snapshot, and the join records still queued (written by `finally` below)
         def on_term(signum: int, frame: object) -> None:
             monitor.write_snapshots()
             raise SystemExit(0)
@@ -194,7 +198,10 @@ def _every(interval: float, call: Callable[[], object], name: str) -> None:
     def run() -> None:
         while True:
             time.sleep(interval)
-            call()
+            try:
+                call()
+            except Exception:  # logged; the next round tries again
+                log.exception("%s failed", name)
 
     threading.Thread(target=run, name=name, daemon=True).start()
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlmon.core.config import ModelConfig, label_text
+from mlmon.stats import multivariate
 
 FORMAT = "mlmon-baseline/1"
 OTHER = "__other__"
@@ -282,6 +283,40 @@ def _add_attributions(attrs: dict[str, list[Any]], row: Any, before: int, where:
         values.append(v)
 
 
+def multivariate_profile(
+    features: dict[str, Any], data: TrainingRows, variance: float
+) -> dict[str, Any] | None:
+    """The baseline of multivariate drift (see `stats.multivariate`): the training rows
+    encoded as ingest encodes them (numeric values, NaN for missing; each categorical's
+    index in its profiled vocabulary, ``__other__`` last), and a PCA fitted to them. None
+    when there are too few rows."""
+    num = [n for n, p in features.items() if p["kind"] == "numeric"]
+    cat = [n for n, p in features.items() if p["kind"] == "categorical"]
+    x = np.full((data.rows, len(num)), np.nan)
+    for j, name in enumerate(num):
+        x[:, j] = [_number_or_nan(v, data.from_text) for v in data.columns[name]]
+    c = np.full((data.rows, len(cat)), -1, dtype=np.int64)
+    widths = []
+    for j, name in enumerate(cat):
+        vocab = {label: i for i, (label, _) in enumerate(features[name]["categories"])}
+        widths.append(len(vocab) + 1)
+        for i, v in enumerate(data.columns[name]):
+            if not _is_missing(v, data.from_text):
+                text = label_text(v).strip() if data.from_text else label_text(v)
+                c[i, j] = vocab.get(text, len(vocab))
+    if data.rows < multivariate.MIN_BASELINE_ROWS:
+        return None
+    fitted = multivariate.fit(x, c, widths, variance=variance)
+    return {"numeric": num, "categorical": cat, **fitted.to_dict()}
+
+
+def _number_or_nan(v: Any, from_text: bool) -> float:
+    if _is_missing(v, from_text):
+        return math.nan
+    x = _as_number(v, from_text)  # every value was checked by _numeric_column
+    return x if math.isfinite(x) else math.nan
+
+
 def attribution_profile(
     data: TrainingRows, features: dict[str, Any]
 ) -> dict[str, dict[str, float]] | None:
@@ -448,6 +483,9 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
     attributions = attribution_profile(data, features)
     if attributions is not None:  # absent otherwise: older profiles keep their hash
         profile["attributions"] = attributions
+    joint = multivariate_profile(features, data, d.multivariate_variance)
+    if joint is not None:
+        profile["multivariate"] = joint
     if model.task == "regression":
         profile["regression_error"] = regression_error(
             data.predictions, data.labels, data.from_text

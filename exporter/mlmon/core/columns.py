@@ -15,8 +15,8 @@ from mlmon.core.fields import (
     Batch,
     Errors,
     bad_attribution,
-    bad_class,
     bad_error,
+    bad_group,
     bad_id,
     bad_latency,
     bad_prediction,
@@ -380,6 +380,6 @@ def _group_columns(
         return [None] * n
     for attr, values in raw.items():
         for i, g in enumerate(values):
-            if bad_class(g, max_str):
-                errs.add(i, f"groups.{attr}", "expected a string")
+            if msg := bad_group(g, max_str):
+                errs.add(i, f"groups.{attr}", msg)
     return [{a: vals[i] for a, vals in raw.items()} for i in range(n)]

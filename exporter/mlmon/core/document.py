@@ -225,6 +225,7 @@ class DriftDoc(Section):
     grid: Count(10, 1000) | None = None
     top_k: Count(1, 1000) | None = None
     ks_p_value: Annotated[str, BeforeValidator(one_of(("kolmogorov", "kstwo")))] | None = None
+    multivariate_variance: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 ThresholdsDoc = create_model(
@@ -307,7 +308,7 @@ class ServerDoc(ConnectionsDoc):
 
 
 def _store_url(value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^rediss?://[^\s/]+(/\d{1,2})?$", value):
+    if not isinstance(value, str) or not re.match(r"^rediss?://[^\s/?#]+(/\d{1,2})?$", value):
         raise ValueError("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")
     return value
 

@@ -27,8 +27,8 @@ from mlmon.core.fields import (
     Batch,
     Errors,
     attribution_matrix,
-    bad_class,
     bad_error,
+    bad_group,
     bad_id,
     bad_latency,
     bad_prediction,
@@ -194,8 +194,8 @@ def _check_event(
             errs.add(i, "groups", f"expected an object, got {type_name(v)}")
         else:
             for k, g in v.items():
-                if bad_class(g, max_str):
-                    errs.add(i, f"groups.{k}", "expected a string")
+                if msg := bad_group(g, max_str):
+                    errs.add(i, f"groups.{k}", msg)
     return f if type(f) is dict and error is None else {}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mlmon.core.baseline import OTHER
 from mlmon.core.config import FAILURE_REASONS, NAME_RE
 from mlmon.core.decoding import MAX_DETAILS
 from mlmon.core.schema import ModelSchema
@@ -138,12 +139,32 @@ def bad_error(v: Any, max_str: int) -> str | None:
     return None
 
 
+def valid_unicode(s: str) -> bool:
+    """False for a string with a lone surrogate ("\\ud800" is valid JSON but no text): it
+    cannot be written as UTF-8, to /metrics or to the shared store."""
+    if s.isascii():
+        return True
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def bad_group(v: Any, max_str: int) -> str | None:
+    if bad_class(v, max_str):
+        return "expected a string"
+    if v == OTHER:
+        return f"{OTHER!r} is reserved (the groups beyond limits.max_groups)"
+    return None
+
+
 def bad_class(v: Any, max_str: int) -> bool:
     """A class, category or group: a string of at most max_str characters, a 64-bit integer
     or a boolean (label values stay short)."""
     t = type(v)
     if t is str:
-        return len(v) > max_str
+        return len(v) > max_str or not valid_unicode(v)
     if t is int:
         return v.bit_length() > 64
     return t is not bool
@@ -169,7 +190,7 @@ def bad_version(v: Any) -> str | None:
 
 def bad_id(v: Any, max_str: int) -> str | None:
     t = type(v)
-    if (t is str and len(v) <= max_str) or (t is int and v.bit_length() <= 64):
+    if (t is str and len(v) <= max_str and valid_unicode(v)) or (t is int and v.bit_length() <= 64):
         return None
     return f"expected a string of at most {max_str} characters or a 64-bit integer"
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 import threading
 import time
 from collections import Counter
@@ -46,31 +48,46 @@ from mlmon.core.settings import StoreSettings
 log = logging.getLogger("mlmon.store")
 
 OPS = ("write", "take", "thresholds_read", "thresholds_write")  # failed calls, by kind
-DROP_REASONS = ("unavailable", "queue_full")
-TAKEN = b"\x00"  # a record's value once its label came (kept to recognise duplicates)
-BATCH = 1000  # records per pipelined round trip
+DROP_REASONS = ("unavailable", "queue_full", "invalid")
+TAKEN = b"\x00"  # what `take` answers for a record another label took before
+BATCH = 1000  # records per pipelined round trip, and keys per take
 RETRY_SECONDS = 1.0  # after a failure: calls fail fast, and this is the Retry-After
 
-# Every key: its record, or '' (no such key) or TAKEN (already labelled); a record is
-# replaced by TAKEN, keeping its time-to-live. One script, so two replicas taking the same
-# id at once cannot both match it.
+# Every key: its record, or '' (no such key) or TAKEN (a label took it before). A taken
+# record's value becomes \0 + the taking call's token + the record, keeping its
+# time-to-live: a second label is a duplicate wherever it lands, while the same call run
+# again (its answer lost to a timeout) gets its records back. One script, so two replicas
+# taking the same id at once cannot both match it.
 _TAKE = """
 local out = {}
+local mine = '\0' .. ARGV[1]
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
   if not v then
     out[i] = ''
+  elseif string.byte(v, 1) == 0 then
+    if string.sub(v, 1, #mine) == mine then out[i] = string.sub(v, #mine + 1) else out[i] = '\0' end
   else
+    redis.call('SET', key, mine .. v, 'KEEPTTL')
     out[i] = v
-    if v ~= ARGV[1] then redis.call('SET', key, ARGV[1], 'KEEPTTL') end
   end
 end
 return out
 """
 
 
+# what `store.url` and MLMON_STORE_URL may be: no query string (redis-py would take a
+# password from it, and logs would show it) and no path but the database number
+STORE_URL = re.compile(r"^rediss?://[^\s/?#]+(/\d{1,2})?$")
+
+
 class StoreUnavailable(ConnectionError):
-    """The store did not answer, or answered with an error; nothing was applied."""
+    """The store did not answer, or answered with an error. ``done`` holds what a `take`
+    got before the failure: the records of its first keys, taken and to be counted."""
+
+    def __init__(self, message: str, done: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.done = done or []
 
 
 def store_settings(settings: StoreSettings | None, environ: dict[str, str]) -> StoreSettings | None:
@@ -79,12 +96,16 @@ def store_settings(settings: StoreSettings | None, environ: dict[str, str]) -> S
     url = environ.get("MLMON_STORE_URL")
     if not url:
         return settings
+    if not STORE_URL.match(url):  # never echoed: it may hold a password
+        raise ValueError("MLMON_STORE_URL: expected redis://HOST:PORT[/DB] or rediss://…")
     return StoreSettings(url=url) if settings is None else replace(settings, url=url)
 
 
 def encode(version: str, at: float, predicted: int, value: float, score: float, groups: list):
-    """One join record: ``[version, time, class index, value, score, group names]``."""
-    return orjson.dumps(
+    """One join record: ``[version, time, class index, value, score, group names]``,
+    copied to a bytes object of its own size (orjson's answer keeps a 4 KB buffer, which a
+    queue of 100,000 records would multiply into 400 MB)."""
+    record = orjson.dumps(
         [
             version,
             at,
@@ -94,6 +115,7 @@ def encode(version: str, at: float, predicted: int, value: float, score: float, 
             groups,
         ]
     )
+    return bytes(memoryview(record))
 
 
 def decode(record: bytes) -> tuple[str, float, int, float, float, list]:
@@ -137,7 +159,9 @@ class SharedStore:
         self._lock = threading.Lock()  # the counters are changed by several threads
         self.errors: Counter[str] = Counter(dict.fromkeys(OPS, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
-        self.records: Counter[str] = Counter(written=0)
+        # join records written; labels whose take timed out twice, so that Redis may
+        # have taken them uncounted (sent again, they would be duplicates)
+        self.records: Counter[str] = Counter(written=0, uncertain=0)
         self.up = 0  # 1 once a call succeeded, 0 after a failure
         self._fail_until = 0.0
         self._queue: list[tuple[bytes, bytes, int]] = []
@@ -154,7 +178,9 @@ class SharedStore:
     # -- join records ----------------------------------------------------------------------
 
     def join_key(self, model: str, key: str) -> bytes:
-        return f"{self.prefix}:join:{model}:{key}".encode()
+        # braces cannot occur in a model name: "a:b" with id "c" and "a" with id "b:c"
+        # are different keys (and one model's keys share a Redis Cluster hash slot)
+        return f"{self.prefix}:join:{{{model}}}:{key}".encode("utf-8", "surrogatepass")
 
     def enqueue(self, items: list[tuple[bytes, bytes]], ttl_seconds: float) -> None:
         """Queue records for writing (never blocks); beyond the queue's size they are
@@ -168,22 +194,44 @@ class SharedStore:
             self._queue.extend((k, v, ttl_ms) for k, v in items)
             self._cond.notify()
 
+    def drop(self, reason: str, n: int) -> None:
+        """Count records never queued (``invalid``: they could not be encoded)."""
+        self._count(self.dropped, reason, n)
+
     def queued(self) -> int:
         with self._cond:
             return len(self._queue)
 
     def take(self, keys: list[bytes]) -> list[bytes]:
         """Each key's record (now marked taken), ``b""`` for none, ``TAKEN`` for one taken
-        before. Raises StoreUnavailable, having changed nothing that was answered."""
-        if not keys:
-            return []
-        self._check_open("take")
-        try:
-            out = self._take(keys=keys, args=[TAKEN])
-        except redis.RedisError as e:
-            raise self._failed("take", e) from e
-        self._succeeded()
+        before, in calls of at most BATCH keys. A call that times out is made once more
+        with the same token, which gets back what the first one may have taken. Raises
+        StoreUnavailable with the records of the calls that succeeded in ``done``."""
+        token = os.urandom(16)
+        out: list[bytes] = []
+        for i in range(0, len(keys), BATCH):
+            try:
+                out.extend(self._take_chunk(keys[i : i + BATCH], token))
+            except StoreUnavailable as e:
+                raise StoreUnavailable(str(e), out) from e
         return out
+
+    def _take_chunk(self, keys: list[bytes], token: bytes) -> list[bytes]:
+        self._check_open("take")
+        for again in (False, True):
+            try:
+                out = self._take(keys=keys, args=[token])
+            except (redis.TimeoutError, redis.ConnectionError) as e:
+                if again:
+                    if isinstance(e, redis.TimeoutError):  # the script may have run
+                        self._count(self.records, "uncertain", len(keys))
+                    raise self._failed("take", e) from e
+                continue  # the script may have run: the same token takes the same keys
+            except redis.RedisError as e:
+                raise self._failed("take", e) from e
+            self._succeeded()
+            return out
+        raise AssertionError("unreachable")
 
     def _write_loop(self) -> None:
         while True:
@@ -195,9 +243,20 @@ class SharedStore:
                 batch, self._queue = self._queue, []
             for i in range(0, len(batch), BATCH):
                 if not self._write(batch[i : i + BATCH]):
-                    self._count(self.dropped, "unavailable", len(batch) - i)
+                    self._requeue(batch[i:])
                     time.sleep(RETRY_SECONDS)  # records meanwhile queue up to the bound
                     break
+
+    def _requeue(self, unsent: list[tuple[bytes, bytes, int]]) -> None:
+        """Unsent records go back to the head of the queue; beyond its size the oldest are
+        dropped (the store has been unavailable for as long as the queue lasts)."""
+        with self._cond:
+            queue = unsent + self._queue
+            over = len(queue) - self.settings.queue_size
+            if over > 0:
+                self._count(self.dropped, "unavailable", over)
+                queue = queue[over:]
+            self._queue = queue
 
     def _write(self, chunk: list[tuple[bytes, bytes, int]]) -> bool:
         if time.monotonic() < self._fail_until:
@@ -237,10 +296,10 @@ class SharedStore:
         self._check_open("thresholds_read")
         index = f"{self.prefix}:thresholds"
         try:
-            models = sorted(m.decode() for m in self.client.smembers(index))
+            models = sorted(self.client.smembers(index))
             pipe = self.client.pipeline(transaction=False)
             for model in models:
-                pipe.hgetall(f"{index}:{model}")
+                pipe.hgetall(f"{index}:".encode() + model)
             values = pipe.execute()
         except redis.RedisError as e:
             raise self._failed("thresholds_read", e) from e
@@ -248,7 +307,7 @@ class SharedStore:
         try:
             return checked(
                 {
-                    m: {k.decode(): float(v) for k, v in h.items()}
+                    m.decode(): {k.decode(): float(v) for k, v in h.items()}
                     for m, h in zip(models, values, strict=True)
                     if h
                 }
@@ -286,10 +345,10 @@ class SharedStore:
         with self._lock:
             counter[key] += n
 
-    def counts(self) -> tuple[dict[str, int], dict[str, int], int]:
-        """Failed calls by op, dropped records by reason, records written."""
+    def counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Failed calls by op, dropped records by reason, records written and uncertain."""
         with self._lock:
-            return dict(self.errors), dict(self.dropped), self.records["written"]
+            return dict(self.errors), dict(self.dropped), dict(self.records)
 
     def _failed(self, op: str, e: Exception) -> StoreUnavailable:
         self._count(self.errors, op)
@@ -323,6 +382,6 @@ def _client(settings: StoreSettings) -> redis.Redis:
 
 
 def _safe(url: str) -> str:
-    """The url without any credentials in it, for logs."""
+    """The url without any credentials in it (user, password, query), for logs."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    return f"{scheme}://{rest.rpartition('@')[2].split('?')[0].split('#')[0]}"

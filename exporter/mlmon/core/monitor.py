@@ -28,11 +28,11 @@ from mlmon.core.config import (
 )
 from mlmon.core.decoding import REJECT_REASONS, BadRequest
 from mlmon.core.events import parse_events
-from mlmon.core.fields import Batch, bad_class, finite_number
+from mlmon.core.fields import Batch, bad_class, bad_id, finite_number
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
-from mlmon.stats import attribution, drift, evaluation
+from mlmon.stats import attribution, drift, evaluation, joint
 
 log = logging.getLogger("mlmon")
 ENDPOINTS = ("predictions", "labels")
@@ -75,6 +75,7 @@ class VersionView:
     report: drift.DriftReport
     performance: evaluation.PerformanceReport
     attribution: attribution.AttributionReport
+    joint: joint.JointReport | None  # None: no multivariate model in the baseline
 
 
 class ModelMonitor:
@@ -241,28 +242,42 @@ class ModelMonitor:
         ids = batch.ids
         keys = [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows]
         if self.shared is not None:
-            names = self.group_names
-            shared = self.shared
-            records = [
-                (
-                    shared.join_key(self.name, key),
-                    fleet.encode(
-                        versions[i],
-                        now,
-                        predicted[i],
-                        value[i],
-                        score[i],
-                        [names[a][j] if j >= 0 else None for a, j in enumerate(gi[i])],
-                    ),
-                )
-                for key, i in zip(keys, rows, strict=True)
-            ]
-            shared.enqueue(records, self.schema.config.labels.ttl_seconds)
+            self._remember_shared(
+                keys, [(versions[i], predicted[i], value[i], score[i], gi[i]) for i in rows], now
+            )
             return
         self.labels.put_many(
             keys,
             [Pending(versions[i], now, predicted[i], value[i], score[i], gi[i]) for i in rows],
         )
+
+    def _remember_shared(self, keys: list[str], rows: list[tuple], now: float) -> None:
+        """Join records to the shared store's queue. A group past limits.max_groups goes as
+        none: its slot is this replica's ``__other__``, not a name another replica knows."""
+        shared = self.shared
+        assert shared is not None
+        cap = self.limits["max_groups"]
+        names = self.group_names
+        try:
+            records = [
+                (
+                    shared.join_key(self.name, key),
+                    fleet.encode(
+                        version,
+                        now,
+                        predicted,
+                        value,
+                        score,
+                        [names[a][j] if 0 <= j < cap else None for a, j in enumerate(groups)],
+                    ),
+                )
+                for key, (version, predicted, value, score, groups) in zip(keys, rows, strict=True)
+            ]
+        except Exception:  # never fail a request whose events are counted already
+            log.exception("%s: join records not written", self.name)
+            shared.drop("invalid", len(keys))
+            return
+        shared.enqueue(records, self.schema.config.labels.ttl_seconds)
 
     def ingest_labels(self, items: list[Any], partial: bool = False) -> tuple[dict, list[dict]]:
         """Join labels to their predictions; returns counts by outcome and the error details
@@ -284,8 +299,10 @@ class ModelMonitor:
             )
         now = self.clock()
         keys = [key for key, _ in valid]
+        failure = None
         if self.shared is not None:
-            taken = self._take_shared(keys, now)
+            taken, failure = self._take_shared(keys, now)
+            valid = valid[: len(taken)]  # the labels the store answered for
         else:
             taken = [self.labels.take(key, now) for key in keys]
         outcomes: dict[str, int] = {}
@@ -298,6 +315,8 @@ class ModelMonitor:
             self._apply_labels(version, rows, now)
         # after the joins, so a label that comes just too late counts as expired
         self.labels.purge(now)
+        if failure is not None:
+            raise failure
         return outcomes, details
 
     def _apply_labels(self, version: str, rows: list[tuple[Pending, Any]], now: float) -> None:
@@ -314,51 +333,63 @@ class ModelMonitor:
         )
         self.state.add(version, delta, fdelta)
 
-    def _take_shared(self, keys: list[str], now: float) -> list[tuple[str, Pending | None]]:
-        """`LabelStore.take` for each key, through the shared store: the outcomes are
-        counted here, on the replica that received the labels."""
+    def _take_shared(
+        self, keys: list[str], now: float
+    ) -> tuple[list[tuple[str, Pending | None]], BadRequest | None]:
+        """`LabelStore.take` for each key, through the shared store, the outcomes counted
+        here, on the replica that received the labels. When the store fails part-way, the
+        labels it answered for are returned (and applied) with the 503 to raise after."""
         shared = self.shared
         assert shared is not None
+        failure = None
         try:
             records = shared.take([shared.join_key(self.name, k) for k in keys])
         except fleet.StoreUnavailable as e:
-            raise BadRequest(
+            records = e.done
+            failure = BadRequest(
                 503,
                 "store_unavailable",
                 f"the store that joins labels to predictions is unavailable ({e}); "
-                "nothing was applied, send the labels again",
+                f"{len(records)} of {len(keys)} label(s) were applied: send them all again "
+                "(those count as duplicates)",
                 retry_after=max(1, round(fleet.RETRY_SECONDS)),
-            ) from e
+            )
+        out = self._outcomes_of(records, now)
+        with self.labels.lock:
+            self.labels.outcomes.update(outcome for outcome, _ in out)
+        return out, failure
+
+    def _outcomes_of(self, records: list[bytes], now: float) -> list[tuple[str, Pending | None]]:
+        """Each record's outcome, and its prediction when matched (groups by this replica's
+        indices; the delay never below 0, whatever the replicas' clocks)."""
         ttl = self.schema.config.labels.ttl_seconds
         n_classes = len(self.schema.classes)
+        attrs = self.schema.config.sensitive_attributes
         out: list[tuple[str, Pending | None]] = []
         groups: list[dict[str, Any] | None] = []
-        attrs = self.schema.config.sensitive_attributes
         for record in records:
             if not record:
                 out.append(("unmatched", None))
-            elif record == fleet.TAKEN:
+                continue
+            if record == fleet.TAKEN:
                 out.append(("duplicate", None))
+                continue
+            try:
+                version, at, predicted, value, score, names = fleet.decode(record)
+            except ValueError:
+                log.warning("%s: a join record in the store is not mlmon's; ignored", self.name)
+                out.append(("unmatched", None))
+                continue
+            if not -1 <= predicted < n_classes:  # from a replica with other classes
+                out.append(("unmatched", None))
+            elif now - at > ttl:
+                out.append(("expired", None))
             else:
-                try:
-                    version, at, predicted, value, score, names = fleet.decode(record)
-                except ValueError:
-                    log.warning("%s: a join record in the store is not mlmon's; ignored", self.name)
-                    out.append(("unmatched", None))
-                    continue
-                if not -1 <= predicted < n_classes:  # from a replica with other classes
-                    out.append(("unmatched", None))
-                    continue
-                if now - at > ttl:
-                    out.append(("expired", None))
-                    continue
-                out.append(("matched", Pending(version, at, predicted, value, score, ())))
-                groups.append(dict(zip(attrs, names, strict=False)))
-        matched = [p for outcome, p in out if p is not None]
+                out.append(("matched", Pending(version, min(at, now), predicted, value, score, ())))
+                groups.append({a: g for a, g in zip(attrs, names, strict=False) if g != OTHER})
+        matched = [p for _, p in out if p is not None]
         for p, g in zip(matched, self._group_indices(groups).tolist(), strict=True):
             p.groups = tuple(g)
-        with self.labels.lock:
-            self.labels.outcomes.update(outcome for outcome, _ in out)
         return out
 
     def _bad_label(self, item: Any) -> tuple[str, str] | None:
@@ -368,7 +399,7 @@ class ModelMonitor:
             return "", "a label must be an object"
         key = item.get("id")
         max_str = self.limits["max_string_length"]
-        if type(key) not in (str, int) or (type(key) is str and len(key) > max_str):
+        if bad_id(key, max_str):
             return "id", "required: the prediction's id (a string or an integer)"
         label = item.get("label")
         classes = self.schema.prediction_classes
@@ -400,11 +431,12 @@ class ModelMonitor:
                     self.schema, self.layout, snap.window, snap.fwindow, groups
                 )
                 attr = self._attribution(snap.window, snap.fwindow)
+                multi = self._joint(snap.fwindow)
                 with self._cache_lock:
-                    self._cache[snap.version] = (key, report, perf, attr)
+                    self._cache[snap.version] = (key, report, perf, attr, multi)
             else:
-                report, perf, attr = cached[1], cached[2], cached[3]
-            out.append(VersionView(snap, report, perf, attr))
+                report, perf, attr, multi = cached[1:]
+            out.append(VersionView(snap, report, perf, attr, multi))
         return out
 
     def rebaseline(self, version: str | None = None) -> dict[str, Any]:
@@ -469,6 +501,13 @@ class ModelMonitor:
             self.schema.config.drift.min_samples,
             self.thresholds["attribution_ndcg_min"],
         )
+
+    def _joint(self, fwindow: np.ndarray) -> joint.JointReport | None:
+        model = self.schema.joint
+        if model is None:
+            return None
+        sums = Layout.view(fwindow, self.layout.joint)
+        return joint.report(model.reconstruction, sums, self.schema.config.drift.min_samples)
 
     def _drift(self, window: np.ndarray) -> drift.DriftReport:
         lay = self.layout
@@ -714,12 +753,16 @@ class Monitor:
         calls this every few seconds); False when the store did not answer."""
         if self.shared is None:
             return True
-        try:
-            stored = self.shared.load()
-        except fleet.StoreUnavailable:
-            return False
+        # under the lock: a read that started before a PUT must not undo it afterwards
         with self._overrides_lock:
+            try:
+                stored = self.shared.load()
+            except fleet.StoreUnavailable:
+                return False
             if stored != self.overrides:
+                logging.getLogger("mlmon.overrides").info(
+                    "runtime thresholds from the store: %s (were %s)", stored, self.overrides
+                )
                 self.overrides = stored
                 for name, m in self.models.items():
                     m.set_thresholds(runtime=stored.get(name, {}))

@@ -17,6 +17,7 @@ import numpy as np
 from mlmon.core.baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
 from mlmon.core.config import FeatureSpec, ModelConfig
 from mlmon.stats import divergences as stats
+from mlmon.stats import multivariate
 
 
 @dataclass
@@ -183,6 +184,38 @@ class CategoricalBlock:
         return len(self.categories[j]) - 1
 
 
+@dataclass(frozen=True)
+class JointModel:
+    """The baseline's multivariate model (`stats.multivariate`), with the schema's numeric
+    and categorical columns reordered to the order it was fitted in."""
+
+    reconstruction: multivariate.Reconstruction
+    num_order: np.ndarray
+    cat_order: np.ndarray
+
+    def errors(self, x_num: np.ndarray, cat_idx: np.ndarray) -> np.ndarray:
+        return multivariate.errors(
+            self.reconstruction, x_num[:, self.num_order], cat_idx[:, self.cat_order]
+        )
+
+
+def _joint(num: list[str], cat: list[str], profile: dict[str, Any]) -> JointModel | None:
+    """The multivariate model when the profile has one over exactly these features (a
+    config that monitors a subset of the baseline's features has none)."""
+    doc = profile.get("multivariate")
+    if (
+        not doc
+        or sorted(doc["numeric"]) != sorted(num)
+        or sorted(doc["categorical"]) != sorted(cat)
+    ):
+        return None
+    return JointModel(
+        multivariate.Reconstruction.from_dict(doc),
+        np.array([num.index(n) for n in doc["numeric"]], dtype=np.int64),
+        np.array([cat.index(n) for n in doc["categorical"]], dtype=np.int64),
+    )
+
+
 @dataclass
 class ModelSchema:
     config: ModelConfig
@@ -201,6 +234,7 @@ class ModelSchema:
     # The baseline's global attribution (mean |attribution|) of each feature, numeric then
     # categorical (NaN: no attributions in the training data); None: none at all.
     attribution_baseline: np.ndarray | None = None
+    joint: JointModel | None = None  # multivariate drift's baseline model
 
     @property
     def attribution_names(self) -> tuple[str, ...]:
@@ -374,6 +408,7 @@ def _schema(
         if pred_num is not None and pred_num.stds[0] > 0
         else 1.0,
         attribution_baseline=_attribution_baseline([*num, *cat], profile),
+        joint=_joint(num, cat, profile),
     )
 
 

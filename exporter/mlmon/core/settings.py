@@ -35,6 +35,8 @@ class DriftSettings:
     grid: int = 100  # finer quantile grid used for KS and Wasserstein
     top_k: int = 50  # categories kept per feature; the rest fold into __other__
     ks_p_value: str = "kolmogorov"  # or "kstwo" (ks_2samp's asymp p-values; slower)
+    # multivariate drift: the share of the baseline's (encoded) variance the PCA keeps
+    multivariate_variance: float = 0.65
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,9 @@ class Layout:
         features = len(num) + len(cat)
         self.attr_n = self._add((features,))
         self.attr_abs = self._addf((features,))
+        # multivariate drift, at ingest: events scored, and the sum and sum of squares of
+        # their reconstruction errors (the window's mean error needs no stored events)
+        self.joint = self._addf((3 if schema.joint is not None else 0,))
         self.reg = self._addf((5 if pn is not None else 0,))  # err, |err|, err^2, y, y^2
 
     def _add(self, shape: tuple[int, ...]) -> Part:
@@ -188,6 +191,9 @@ def batch_delta(
 
     if schema.prediction_classes is not None:
         _classifier_deltas(layout, schema, batch, ok_rows, idx, fdelta)
+    if schema.joint is not None and ok_rows.size:
+        e = schema.joint.errors(x, cats)
+        fdelta[layout.joint.start : layout.joint.stop] = (e.size, e.sum(), e @ e)
     if batch.attr.shape[1]:
         a = batch.attr[ok_rows]
         present = ~np.isnan(a)

@@ -56,6 +56,7 @@ def demo_events(
         seed=1000 + tick,
         shift=DRIFT if drifting else None,
         id_prefix=f"t{tick}-",
+        attributions=True,  # the model server's SHAP values
     )
     events, labels = [], []
     for r in rows:

@@ -68,9 +68,12 @@ def events(
     shift: Mapping[str, float] | None = None,
     version: str | None = None,
     id_prefix: str = "",
+    attributions: bool = False,
 ) -> list[dict[str, Any]]:
     """``n`` events; ``shift`` moves named numeric features by that many standard deviations.
-    Each event carries a label drawn from the true (unshifted) score."""
+    Each event carries a label drawn from the true (unshifted) score, and with
+    ``attributions`` each weighted feature's contribution to the logit, w * (x - mean): the
+    exact SHAP value of a linear score with independent features."""
     rng = np.random.default_rng(seed)
     shift = shift or {}
     cols: dict[str, np.ndarray] = {}
@@ -97,6 +100,10 @@ def events(
         }
         if version is not None:
             ev["version"] = version
+        if attributions:
+            ev["attributions"] = {
+                k: round(w * (feats[k] - spec.numeric[k][0]), 6) for k, w in spec.weights.items()
+            }
         out.append(ev)
     return out
 
@@ -104,14 +111,16 @@ def events(
 def write_csv(rows: Iterable[Mapping[str, Any]], path: str | Path) -> None:
     rows = list(rows)
     names = list(rows[0]["features"])
+    attributed = list(rows[0].get("attributions", {}))  # as attr_<feature> columns
     with Path(path).open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow([*names, "prediction", "score", "label"])
+        w.writerow([*names, *(f"attr_{k}" for k in attributed), "prediction", "score", "label"])
         for r in rows:
             f = r["features"]
             w.writerow(
                 [
                     *("" if f.get(k) is None else f[k] for k in names),
+                    *(r["attributions"][k] for k in attributed),
                     r["prediction"],
                     r["scores"]["1"],
                     r["label"],

@@ -75,6 +75,7 @@ def _model(f: Families, m: ModelMonitor) -> None:
     predictions.baseline(f, m)
     performance.baseline_error(f, m)
     attributions.baseline(f, m)
+    drift.joint_baseline(f, m)
     views = m.views()
     performance.label_join(f, m)
     versions.comparisons(f, m, views)
@@ -95,4 +96,5 @@ def _version(f: Families, m: ModelMonitor, view: VersionView) -> None:
     drift.summary(f, m, view, mv)
     drift.features(f, m, view, mv)
     drift.outputs(f, m, view, mv)
+    drift.joint(f, m, view, mv)
     attributions.windowed(f, m, view, mv)

@@ -7,6 +7,7 @@ import numpy as np
 
 from mlmon.core.monitor import ModelMonitor, VersionView
 from mlmon.metrics.families import MV, Families
+from mlmon.stats.joint import METHOD
 
 
 def summary(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
@@ -86,3 +87,46 @@ def outputs(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> N
             pscore.add_metric([*mv, o.output, method], val)
         pp.add_metric([*mv, o.output, "ks" if "ks" in o.scores else "chi2"], o.p_value)
         pflag.add_metric([*mv, o.output], float(o.drifted))
+
+
+def joint_baseline(f: Families, m: ModelMonitor) -> None:
+    """The baseline's multivariate model: its components and the variance they explain."""
+    model = m.schema.joint
+    if model is None:
+        return
+    rec = model.reconstruction
+    f.gauge(
+        "mlmon_multivariate_components",
+        "Principal components the multivariate drift model keeps from the baseline.",
+        ["model"],
+    ).add_metric([m.name], rec.n_components)
+    f.gauge(
+        "mlmon_multivariate_explained_variance",
+        "Share of the baseline's (encoded) variance those components explain.",
+        ["model"],
+    ).add_metric([m.name], rec.explained_variance)
+
+
+def joint(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    """Multivariate drift of the window: the mean reconstruction error of its events, its
+    threshold and the decision (once the window holds min_samples events)."""
+    r = view.joint
+    if r is None or not r.reported:
+        return
+    method = [*MV, "method"]
+    f.gauge(
+        "mlmon_multivariate_drift_score",
+        "Windowed multivariate drift by method (pca_reconstruction: the events' mean "
+        "reconstruction error by the baseline's principal components).",
+        method,
+    ).add_metric([*mv, METHOD], r.score)
+    f.gauge(
+        "mlmon_multivariate_drift_threshold",
+        "The score above which the window counts as drifted, for its number of events.",
+        method,
+    ).add_metric([*mv, METHOD], r.threshold)
+    f.gauge(
+        "mlmon_multivariate_drifted",
+        "1 when the window's multivariate drift score is above its threshold, else 0.",
+        MV,
+    ).add_metric(mv, float(r.drifted))

@@ -149,7 +149,7 @@ def _snapshots(monitor: Monitor) -> Iterator[Family]:
 
 def _store(store: SharedStore) -> Iterator[Family]:
     """The shared store (only with one configured)."""
-    errors, dropped, written = store.counts()
+    errors, dropped, records = store.counts()
     yield gauge(
         "mlmon_store_up",
         "1 when the last call to the shared store succeeded, 0 after a failure.",
@@ -176,8 +176,16 @@ def _store(store: SharedStore) -> Iterator[Family]:
     written_total = counter(
         "mlmon_store_written_records", "Prediction join records written to the shared store."
     )
-    written_total.add_metric([], written)
+    written_total.add_metric([], records["written"])
     yield written_total
+    uncertain = counter(
+        "mlmon_store_uncertain_labels",
+        "Labels whose take from the shared store timed out twice: the store may have "
+        "marked them taken without this replica counting them (sent again, they count as "
+        "duplicates).",
+    )
+    uncertain.add_metric([], records["uncertain"])
+    yield uncertain
     yield gauge(
         "mlmon_store_queued_records",
         "Join records waiting to be written to the shared store.",
