@@ -38,17 +38,22 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def setup(tmp: Path) -> Path:
-    return bench_setup(tmp, synthetic.wide_spec())
+def setup(tmp: Path, attributions: bool = False) -> Path:
+    return bench_setup(tmp, synthetic.wide_spec(), attributions=attributions)
 
 
-def bodies(batch: int, distinct: int = 16) -> list[bytes]:
+def bodies(batch: int, distinct: int = 16, attributions: bool = False) -> list[bytes]:
     spec = synthetic.wide_spec()
     out = []
     for k in range(distinct):
         evs = synthetic.without_labels(
             synthetic.events(
-                spec, batch, seed=100 + k, version=f"v{k % 3}", shift={"x03": k / distinct}
+                spec,
+                batch,
+                seed=100 + k,
+                version=f"v{k % 3}",
+                shift={"x03": k / distinct},
+                attributions=attributions,
             )
         )
         for i, e in enumerate(evs):
@@ -62,16 +67,19 @@ def main() -> int:
     ap.add_argument("--checkpoints", default="100000,1000000")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--json", default="bench/results/memory.json")
+    ap.add_argument(
+        "--attributions", action="store_true", help="events and baseline carry attributions"
+    )
     args = ap.parse_args()
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     with tempfile.TemporaryDirectory() as d:
-        cfg = setup(Path(d))
+        cfg = setup(Path(d), args.attributions)
         exporter = Exporter(cfg)
         proc = exporter.proc
         url = f"http://127.0.0.1:{exporter.port}"
         try:
             http = requests.Session()
-            payloads = bodies(args.batch)
+            payloads = bodies(args.batch, attributions=args.attributions)
             headers = {"Content-Type": "application/json"}
             start_rss = rss_bytes(proc.pid)
             sent, rows, t0 = 0, [], time.monotonic()

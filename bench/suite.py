@@ -41,12 +41,16 @@ def spec() -> synthetic.TableSpec:
 
 
 def setup(
-    tmp: Path, table: synthetic.TableSpec | None = None, limits: dict[str, int] | None = None
+    tmp: Path,
+    table: synthetic.TableSpec | None = None,
+    limits: dict[str, int] | None = None,
+    attributions: bool = False,
 ) -> Path:
-    """A config with one binary model and its baseline, from 20,000 synthetic rows."""
+    """A config with one binary model and its baseline, from 20,000 synthetic rows (with
+    attr_<feature> columns when ``attributions``)."""
     table = table or spec()
     data = tmp / "train.csv"
-    synthetic.write_csv(synthetic.events(table, 20_000, seed=1), data)
+    synthetic.write_csv(synthetic.events(table, 20_000, seed=1, attributions=attributions), data)
     cfg = tmp / "mlmon.yml"
     cfg.write_text(
         yaml.safe_dump(

@@ -9,6 +9,7 @@ what the row form counts; bad attributions are refused like any bad field."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -193,8 +194,17 @@ def test_columns_count_what_rows_count_and_bad_attributions_are_refused(linear_m
             ({"x1": "high"}, "attributions.x1", "expected a number, got string"),
             ([1, 2], "attributions", "expected an object of feature -> number, got array"),
             ({"x2": 10**400}, "attributions.x2", "number out of range"),
+            # NaN and Infinity tokens (Python's and JavaScript's encoders write them)
+            ({"x1": 0.5, "x3": float("nan")}, "attributions.x3", "expected a finite number"),
+            ({"x4": float("-inf")}, "attributions.x4", "expected a finite number"),
         ):
-            r = _post(exporter, {"events": [good, {**good, "attributions": bad}]})
+            body = json.dumps({"events": [good, {**good, "attributions": bad}]})  # NaN tokens
+            r = exporter.session.post(
+                f"{exporter.url}/v1/models/{MODEL}/predictions",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
             assert r.status_code == 400
             detail = r.json()["details"][0]
             assert (detail["index"], detail["field"], detail["message"]) == (1, field, message)

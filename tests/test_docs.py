@@ -78,7 +78,7 @@ def loaded_monitors(tmp_path: Path) -> list[Monitor]:
     # with a shared store (nothing listens there: its families exist all the same)
     store = StoreSettings(url="redis://127.0.0.1:1/0", timeout_seconds=0.1)
     shared = Monitor(replace(load_config(ROOT / "examples/mlmon.yml"), store=store))
-    return [mon, multiclass, regression, shared, attributed]
+    return [mon, multiclass, regression, shared, attributed, _embedded_monitor(tmp_path / "emb")]
 
 
 def _attributed_monitor(tmp: Path) -> Monitor:
@@ -102,6 +102,29 @@ def _attributed_monitor(tmp: Path) -> Monitor:
     )
     monitor = Monitor(cfg)
     monitor.models["attributed"].ingest(attributed(_rows(300, seed=5)))
+    return monitor
+
+
+def _embedded_monitor(tmp: Path) -> Monitor:
+    """A regression model with an embedding feature (whose families it alone has)."""
+    tmp.mkdir()
+
+    def embedded(rows: list[dict]) -> list[dict]:
+        for i, r in enumerate(rows):
+            r["features"] = {"emb": [float((i * j) % 7) for j in range(1, 5)]}
+        return rows
+
+    data = tmp / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in embedded(_rows(300, 1))))
+    model = {"name": "embedded", "task": "regression", "baseline": "e.json"}
+    model["features"] = {"emb": {"kind": "embedding", "dim": 4, "components": 2}}
+    (tmp / "c.yml").write_text(yaml.safe_dump({"models": [model]}))
+    cfg = load_config(tmp / "c.yml")
+    write_profile(
+        build_profile(cfg.models[0], read_training_data(data, ["emb"], False)), tmp / "e.json"
+    )
+    monitor = Monitor(cfg)
+    monitor.models["embedded"].ingest(embedded(_rows(50, seed=5)))
     return monitor
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlmon.core.config import ModelConfig, label_text
-from mlmon.stats import multivariate
+from mlmon.stats import embedding, multivariate
 
 FORMAT = "mlmon-baseline/1"
 OTHER = "__other__"
@@ -304,10 +304,51 @@ def multivariate_profile(
             if not _is_missing(v, data.from_text):
                 text = label_text(v).strip() if data.from_text else label_text(v)
                 c[i, j] = vocab.get(text, len(vocab))
-    if data.rows < multivariate.MIN_BASELINE_ROWS:
+    if data.rows < multivariate.MIN_BASELINE_ROWS or not (num or cat):
         return None
     fitted = multivariate.fit(x, c, widths, variance=variance)
     return {"numeric": num, "categorical": cat, **fitted.to_dict()}
+
+
+def _embedding_vectors(raw: list[Any], dim: int) -> tuple[np.ndarray, int]:
+    """The present vectors of an embedding column as [n, dim], and how many rows had none."""
+    present = []
+    for row, v in enumerate(raw, start=1):
+        if v is None:
+            continue
+        if (
+            not isinstance(v, list)
+            or len(v) != dim
+            or not all(type(x) in (int, float) and math.isfinite(x) for x in v)
+        ):
+            raise BaselineError(f"row {row}: expected a list of {dim} finite numbers")
+        present.append(v)
+    x = np.asarray(present, dtype=np.float64).reshape(len(present), dim)
+    return x, len(raw) - len(present)
+
+
+def _embedding_profile(
+    spec: Any, raw: list[Any], from_text: bool, bins: int, grid: int
+) -> dict[str, Any]:
+    """An embedding's PCA (`stats.embedding`) and the numeric profile of each component's
+    projected values, under the component's name."""
+    if from_text:
+        raise BaselineError(
+            "embedding features need JSONL training data (a list of numbers per row); "
+            "CSV cannot hold them"
+        )
+    x, missing = _embedding_vectors(raw, spec.dim)
+    if x.shape[0] < 2:
+        raise BaselineError("an embedding needs at least two rows with a vector")
+    pca = embedding.fit(x, spec.components)
+    coords = pca.project(x)
+    names = embedding.component_names(spec.name, spec.components)
+    return {
+        "projection": pca.to_dict(),
+        "components": {
+            n: numeric_profile(coords[:, j], missing, bins, grid) for j, n in enumerate(names)
+        },
+    }
 
 
 def _number_or_nan(v: Any, from_text: bool) -> float:
@@ -453,11 +494,18 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
     d = model.drift
     specs = {f.name: f for f in model.features} if model.features is not None else {}
     features: dict[str, Any] = {}
+    embeddings: dict[str, Any] = {}
     for name, raw in data.columns.items():
         spec = specs.get(name)
         kind = spec.kind if spec and spec.kind else _infer_kind(raw, data.from_text)
         try:
-            if kind == "numeric":
+            if kind == "embedding":
+                embeddings[name] = _embedding_profile(spec, raw, data.from_text, d.bins, d.grid)
+            elif any(type(v) is list for v in raw):
+                raise BaselineError(
+                    "holds lists: declare it as {kind: embedding, dim: N} in the config"
+                )
+            elif kind == "numeric":
                 values, missing = _numeric_column(name, raw, data.from_text)
                 features[name] = numeric_profile(
                     values, missing, d.bins, d.grid, edges=spec.edges if spec else None
@@ -486,6 +534,10 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
     joint = multivariate_profile(features, data, d.multivariate_variance)
     if joint is not None:
         profile["multivariate"] = joint
+    if embeddings:  # absent otherwise: older profiles keep their hash
+        profile["embeddings"] = {n: e["projection"] for n, e in embeddings.items()}
+        for e in embeddings.values():
+            features.update(e["components"])
     if model.task == "regression":
         profile["regression_error"] = regression_error(
             data.predictions, data.labels, data.from_text

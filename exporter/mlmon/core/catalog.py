@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 TASKS = ("binary", "multiclass", "regression")
-KINDS = ("numeric", "categorical")
+KINDS = ("numeric", "categorical", "embedding")
+# Principal components an embedding feature is monitored through when the config names none.
+DEFAULT_EMBEDDING_COMPONENTS = 10
 CORRECTIONS = ("benjamini-hochberg", "bonferroni", "none")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 

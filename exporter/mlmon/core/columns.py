@@ -23,6 +23,7 @@ from mlmon.core.fields import (
     bad_score,
     bad_timestamp,
     bad_version,
+    embedding_columns,
     failure_index,
     type_name,
 )
@@ -212,10 +213,14 @@ def _numeric_columns(
     feats: dict[str, Any], schema: ModelSchema, n: int, errs: Errors
 ) -> np.ndarray:
     x = np.full((n, len(schema.numeric)), np.nan)
-    for j, name in enumerate(schema.numeric.names):
+    for j, name in enumerate(schema.inputs_numeric):
         col = _column(feats, name, n, errs, "features.") if name in feats else None
         if col is not None:
             x[:, j] = _number_column(col, name, errs)
+    for e in schema.embeddings:
+        col = _column(feats, e.name, n, errs, "features.") if e.name in feats else None
+        if col is not None:
+            x[:, e.columns] = embedding_columns(col, e, errs, every=False)
     return x
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from mlmon.core.catalog import (
     CLOSE_REASONS,
     CORRECTIONS,
+    DEFAULT_EMBEDDING_COMPONENTS,
     DEFAULT_LISTEN,
     DEFAULT_PROXY_LISTEN,
     FAILURE_REASONS,
@@ -245,10 +246,7 @@ def _model(
 ) -> ModelConfig:
     features = None
     if doc.features is not None:
-        features = tuple(
-            FeatureSpec(name, spec.kind or ("numeric" if spec.edges else None), spec.edges)
-            for name, spec in doc.features.items()
-        )
+        features = tuple(_feature_spec(name, spec) for name, spec in doc.features.items())
     return ModelConfig(
         name=doc.name,
         task=doc.task,
@@ -268,6 +266,15 @@ def _model(
 
 
 _SERVER_PATHS = ("admin_token_file", "ingest_token_file", "metrics_token_file", "snapshot_dir")
+
+
+def _feature_spec(name: str, spec: Any) -> FeatureSpec:
+    """A feature's settings; an embedding keeps DEFAULT_EMBEDDING_COMPONENTS components
+    unless told, never more than its dim."""
+    if spec.kind == "embedding":
+        k = spec.components or min(DEFAULT_EMBEDDING_COMPONENTS, spec.dim)
+        return FeatureSpec(name, "embedding", dim=spec.dim, components=k)
+    return FeatureSpec(name, spec.kind or ("numeric" if spec.edges else None), spec.edges)
 
 
 def _server(doc: ServerDoc | None, base_dir: Path) -> ServerSettings:

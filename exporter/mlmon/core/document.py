@@ -211,6 +211,8 @@ class FeatureDoc(Section):
     edges: (
         Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], AfterValidator(_edges)] | None
     ) = None
+    dim: Count(1, 65536) | None = None
+    components: Count(1, 1000) | None = None
 
 
 class WindowDoc(Section):
@@ -414,6 +416,7 @@ def model_problems(raw: Any) -> Iterator[Problem]:
         elif positive is not None and classes is not None and positive not in classes:
             yield ("positive_class",), f"{positive!r} is not one of classes"
     yield from _categorical_edges(raw.get("features"))
+    yield from _embedding_problems(raw.get("features"))
     yield from _unknown_reference_groups(raw)
 
 
@@ -422,6 +425,29 @@ def _categorical_edges(features: Any) -> Iterator[Problem]:
         return
     for name, spec in features.items():
         if isinstance(spec, dict) and spec.get("kind") == "categorical" and "edges" in spec:
+            yield ("features", name, "edges"), "only numeric features have edges"
+
+
+def _embedding_problems(features: Any) -> Iterator[Problem]:
+    """An embedding needs its dim and keeps at most dim components; only embeddings have
+    either, and none has edges."""
+    if not isinstance(features, dict):
+        return
+    for name, spec in features.items():
+        spec = {"kind": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict):
+            continue
+        if spec.get("kind") != "embedding":
+            for key in ("dim", "components"):
+                if key in spec:
+                    yield ("features", name, key), "only embedding features have " + key
+            continue
+        dim, k = spec.get("dim"), spec.get("components")
+        if dim is None:
+            yield ("features", name, "dim"), "required: the numbers each event carries"
+        elif type(dim) is int and type(k) is int and k > dim:
+            yield ("features", name, "components"), f"at most dim ({dim})"
+        if "edges" in spec:
             yield ("features", name, "edges"), "only numeric features have edges"
 
 

@@ -35,6 +35,7 @@ from mlmon.core.fields import (
     bad_timestamp,
     bad_version,
     check_scores,
+    embedding_columns,
     failure_index,
     tracked_score,
     type_name,
@@ -67,9 +68,12 @@ def parse_events(
         for i, ev in enumerate(events)
     ]
 
-    num_names = schema.numeric.names
+    num_names = schema.inputs_numeric
     rows, num_complete = _feature_rows(feats, num_names)
     x = _numeric_matrix(rows, num_names, errs)
+    if schema.embeddings:
+        x = _with_embeddings(x, feats, schema, errs)
+        num_complete = False  # the shortcut of `unknown_features` counts no embeddings
     cat_rows, cat_complete = _feature_rows(feats, schema.categorical.names)
     cat_idx = _categorical_matrix(feats, cat_rows, schema, errs, max_str)
     attr = attribution_matrix(
@@ -242,6 +246,16 @@ def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: Errors)
             if math.isfinite(fv):
                 x[i, j] = fv
     return x
+
+
+def _with_embeddings(
+    x: np.ndarray, feats: list[dict[str, Any]], schema: ModelSchema, errs: Errors
+) -> np.ndarray:
+    """The numeric matrix with each embedding's projected components appended."""
+    parts = [x]
+    for e in schema.embeddings:
+        parts.append(embedding_columns([f.get(e.name) for f in feats], e, errs, every=True))
+    return np.hstack(parts)
 
 
 def _categorical_matrix(

@@ -16,7 +16,7 @@ import numpy as np
 from mlmon.core.baseline import OTHER
 from mlmon.core.config import FAILURE_REASONS, NAME_RE
 from mlmon.core.decoding import MAX_DETAILS
-from mlmon.core.schema import ModelSchema
+from mlmon.core.schema import Embedding, ModelSchema
 
 NUMBER_TYPES = frozenset({int, float, type(None)})
 CATEGORY_TYPES = (str, int, bool)
@@ -24,10 +24,13 @@ REASON_INDEX = {r: i for i, r in enumerate(FAILURE_REASONS)}
 # Why a feature value was refused: the `reason` of mlmon_ingest_refused_values_total. A
 # numeric feature refuses what is not a number (type_error) and integers too large for a
 # float (out_of_range); a categorical one what is not a string, integer or boolean
-# (type_error) and strings over limits.max_string_length (too_long).
+# (type_error) and strings over limits.max_string_length (too_long); an embedding what is
+# not a list of numbers (type_error), a list of another length (wrong_length) and NaN,
+# infinities or integers too large for a float among its numbers (out_of_range).
 REFUSED_VALUE_REASONS: dict[str, tuple[str, ...]] = {
     "numeric": ("type_error", "out_of_range"),
     "categorical": ("type_error", "too_long"),
+    "embedding": ("type_error", "wrong_length", "out_of_range"),
 }
 # At most this many unknown feature names are listed in an ingest answer (sorted).
 MAX_UNKNOWN_REPORTED = 20
@@ -236,8 +239,23 @@ def attribution_matrix(
     ]
     if not carried:
         return np.empty((len(events), 0))
-    index = {n: j for j, n in enumerate(names)}
     out = np.full((len(events), len(names)), np.nan)
+    if all(type(a) is dict and len(a) <= max_feats for _, a in carried):
+        # the common case: numbers (or null) only, checked in C over a whole matrix
+        rows = [[a.get(n) for n in names] for _, a in carried]
+        flat = list(chain.from_iterable(rows))
+        if set(map(type, flat)) <= NUMBER_TYPES:
+            try:
+                values = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+            except OverflowError:
+                values = None
+            # null is "none"; NaN or an infinity is refused, as the slow path says
+            if values is not None and (
+                int(np.isfinite(values).sum()) + flat.count(None) == values.size
+            ):
+                out[[i for i, _ in carried]] = values
+                return out
+    index = {n: j for j, n in enumerate(names)}
     for i, a in carried:
         if type(a) is not dict:
             errs.add(
@@ -254,6 +272,63 @@ def attribution_matrix(
                     errs.add(i, f"attributions.{k}", msg)
                     break
                 out[i, j] = v
+    return out
+
+
+def bad_embedding(v: Any, dim: int) -> tuple[str, str] | None:
+    """What is wrong with one embedding value, as (reason, message), or None."""
+    if type(v) is not list:
+        return "type_error", f"expected a list of {dim} numbers, got {type_name(v)}"
+    if len(v) != dim:
+        return "wrong_length", f"expected a list of {dim} numbers, got {len(v)}"
+    for j, x in enumerate(v):
+        if type(x) not in (int, float):
+            return "type_error", f"element {j}: expected a number, got {type_name(x)}"
+        if not finite_number(x):
+            return "out_of_range", f"element {j}: not a finite number"
+    return None
+
+
+def _vectors(values: list[Any], dim: int) -> np.ndarray | None:
+    """``values`` as an [n, dim] array when every one is a list of ``dim`` finite numbers
+    (checked with a few C-level passes), else None."""
+    if (
+        set(map(type, values)) != {list}
+        or set(map(len, values)) != {dim}
+        or not set(map(type, chain.from_iterable(values))) <= {int, float}
+    ):
+        return None
+    try:
+        x = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    return x if np.isfinite(x).all() else None
+
+
+def embedding_columns(values: list[Any], e: Embedding, errs: Errors, every: bool) -> np.ndarray:
+    """An embedding's value in each event (None: missing) projected to its components, as
+    [n, k] (NaN rows where missing or refused), with one matrix product for the batch. A
+    refused value is counted; it is an error detail of its event when ``every``, else only
+    the first one is (the columnar form's one detail per column)."""
+    x = _vectors(values, e.dim)
+    if x is not None:
+        return x @ e.axes - e.offset
+    out = np.full((len(values), e.projection.k), np.nan)
+    rows, first = [], True
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if bad := bad_embedding(v, e.dim):
+            if every or first:
+                errs.refuse(i, e.name, *bad)
+                first = False
+            else:
+                errs.count_refused(e.name, bad[0])
+            continue
+        rows.append(i)
+    if rows:
+        x = np.array([values[i] for i in rows], dtype=np.float64).reshape(len(rows), e.dim)
+        out[rows] = x @ e.axes - e.offset
     return out
 
 

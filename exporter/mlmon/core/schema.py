@@ -17,7 +17,7 @@ import numpy as np
 from mlmon.core.baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
 from mlmon.core.config import FeatureSpec, ModelConfig
 from mlmon.stats import divergences as stats
-from mlmon.stats import multivariate
+from mlmon.stats import embedding, multivariate
 
 
 @dataclass
@@ -216,6 +216,30 @@ def _joint(num: list[str], cat: list[str], profile: dict[str, Any]) -> JointMode
     )
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """An embedding feature and the baseline's projection of it; its components are the
+    numeric block's columns ``columns`` (named ``<name>.pc1`` ...)."""
+
+    name: str
+    projection: embedding.Projection
+    columns: slice
+
+    @cached_property
+    def axes(self) -> np.ndarray:
+        """[dim, k] the axes as the right operand of one matrix product per batch."""
+        return np.ascontiguousarray(self.projection.components.T)
+
+    @cached_property
+    def offset(self) -> np.ndarray:
+        """[k] the projected mean, so projecting is ``x @ axes - offset``."""
+        return self.projection.mean @ self.axes
+
+    @property
+    def dim(self) -> int:
+        return self.projection.dim
+
+
 @dataclass
 class ModelSchema:
     config: ModelConfig
@@ -235,6 +259,10 @@ class ModelSchema:
     # categorical (NaN: no attributions in the training data); None: none at all.
     attribution_baseline: np.ndarray | None = None
     joint: JointModel | None = None  # multivariate drift's baseline model
+    # embedding features; their components are the numeric block's last columns, after the
+    # `inputs_numeric` columns events carry themselves
+    embeddings: tuple[Embedding, ...] = ()
+    inputs_numeric: tuple[str, ...] = ()
 
     @property
     def attribution_names(self) -> tuple[str, ...]:
@@ -286,7 +314,7 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
         errors.append(
             f"baseline was built for task {profile['task']!r}, config says {model.task!r}"
         )
-    kinds = _feature_kinds(model, pf, errors)
+    kinds = _feature_kinds(model, pf, profile.get("embeddings") or {}, errors)
     if model.task == "regression":
         outputs = _regression_outputs(profile, errors)
     else:
@@ -296,17 +324,23 @@ def resolve(model: ModelConfig, profile: dict[str, Any]) -> ModelSchema:
     return _schema(model, profile, kinds, outputs)
 
 
-def _feature_kinds(model: ModelConfig, pf: dict[str, Any], errors: list[str]) -> dict[str, str]:
+def _feature_kinds(
+    model: ModelConfig, pf: dict[str, Any], embedded: dict[str, Any], errors: list[str]
+) -> dict[str, str]:
     """Each configured feature's kind (every feature of the baseline when the config lists
     none), as the baseline has it; a feature missing from the baseline or of another kind
-    is an error."""
-    specs = (
-        model.features
-        if model.features is not None
-        else tuple(FeatureSpec(name=n, kind=None) for n in pf)
-    )
+    is an error. An embedding's components are not features of their own here."""
+    specs = model.features
+    if specs is None:
+        parts = {n for e, d in embedded.items() for n in embedding.component_names(e, _k(d))}
+        names = [n for n in pf if n not in parts] + list(embedded)
+        specs = tuple(FeatureSpec(name=n, kind=None) for n in names)
     kinds: dict[str, str] = {}
     for s in specs:
+        if s.name in embedded or s.kind == "embedding":
+            if _embedding_matches(s, embedded.get(s.name), errors):
+                kinds[s.name] = "embedding"
+            continue
         if s.name not in pf:
             errors.append(f"feature {s.name!r} is not in the baseline")
             continue
@@ -317,6 +351,31 @@ def _feature_kinds(model: ModelConfig, pf: dict[str, Any], errors: list[str]) ->
             )
         kinds[s.name] = kind
     return kinds
+
+
+def _k(doc: dict[str, Any]) -> int:
+    return int(doc["components"])
+
+
+def _embedding_matches(spec: FeatureSpec, doc: dict[str, Any] | None, errors: list[str]) -> bool:
+    """Whether the baseline holds the embedding the config describes."""
+    name = spec.name
+    if doc is None:
+        errors.append(f"feature {name!r} is not an embedding in the baseline")
+        return False
+    if spec.kind not in (None, "embedding"):
+        errors.append(
+            f"feature {name!r} is {spec.kind} in the config but embedding in the baseline"
+        )
+        return False
+    for key in ("dim", "components"):
+        want = getattr(spec, key)
+        if want is not None and want != doc[key]:
+            errors.append(
+                f"embedding {name!r} has {key} {want} in the config but {doc[key]} in the baseline"
+            )
+            return False
+    return True
 
 
 def _reference_prediction(profile: dict[str, Any]) -> dict[str, Any] | None:
@@ -388,8 +447,11 @@ def _schema(
     model: ModelConfig, profile: dict[str, Any], kinds: dict[str, str], outputs: _Outputs
 ) -> ModelSchema:
     pf = profile["features"]
-    num = [n for n, k in kinds.items() if k == "numeric"]
+    inputs = [n for n, k in kinds.items() if k == "numeric"]
     cat = [n for n, k in kinds.items() if k == "categorical"]
+    embeddings = _embeddings(inputs, [n for n, k in kinds.items() if k == "embedding"], profile)
+    parts = [embedding.component_names(e.name, e.projection.k) for e in embeddings]
+    num = inputs + [n for names in parts for n in names]
     pred_num, positive = outputs.numeric, outputs.positive
     return ModelSchema(
         config=model,
@@ -408,8 +470,23 @@ def _schema(
         if pred_num is not None and pred_num.stds[0] > 0
         else 1.0,
         attribution_baseline=_attribution_baseline([*num, *cat], profile),
-        joint=_joint(num, cat, profile),
+        joint=_joint(inputs, cat, profile),
+        embeddings=embeddings,
+        inputs_numeric=tuple(inputs),
     )
+
+
+def _embeddings(
+    inputs: list[str], names: list[str], profile: dict[str, Any]
+) -> tuple[Embedding, ...]:
+    """The embeddings in config order, each with its columns after the inputs' columns."""
+    out = []
+    start = len(inputs)
+    for name in names:
+        projection = embedding.Projection.from_dict(profile["embeddings"][name])
+        out.append(Embedding(name, projection, slice(start, start + projection.k)))
+        start += projection.k
+    return tuple(out)
 
 
 def _attribution_baseline(names: list[str], profile: dict[str, Any]) -> np.ndarray | None:

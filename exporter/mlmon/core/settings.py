@@ -15,6 +15,8 @@ class FeatureSpec:
     name: str
     kind: str | None  # None: inferred from the baseline
     edges: tuple[float, ...] | None = None  # explicit histogram bucket edges (numeric only)
+    dim: int | None = None  # embedding only: the numbers each event carries
+    components: int | None = None  # embedding only: principal components monitored
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,11 @@ def _refused_values(monitor: Monitor, refused: dict[tuple[str, str, str], int]) 
         "mlmon_ingest_refused_values",
         "Feature values refused at ingest, by model, feature and reason: type_error (not a "
         "number for a numeric feature; not a string, integer or boolean for a categorical "
-        "one), out_of_range (an integer too large for a float), too_long (a category over "
-        "limits.max_string_length). Counted whether the batch was refused whole or, with "
-        "?partial=true, only the events that held them.",
+        "one; not a list of numbers for an embedding), out_of_range (an integer too large "
+        "for a float; a non-finite number in an embedding), wrong_length (an embedding of "
+        "another length), too_long (a category over limits.max_string_length). Counted "
+        "whether the batch was refused whole or, with ?partial=true, only the events that "
+        "held them.",
         labels=["model", "feature", "reason"],
     )
     for name, m in monitor.models.items():

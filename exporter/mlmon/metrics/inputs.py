@@ -13,6 +13,29 @@ def baseline(f: Families, m: ModelMonitor) -> None:
     _baseline_values(f, m)
     _baseline_missing(f, m)
     _baseline_categories(f, m)
+    _embeddings(f, m)
+
+
+def _embeddings(f: Families, m: ModelMonitor) -> None:
+    """Each embedding's projection: how much of the baseline's variance its components
+    keep, and how many there are (monitored as features <name>.pc1 ...)."""
+    if not m.schema.embeddings:
+        return
+    share = f.gauge(
+        "mlmon_embedding_explained_variance",
+        "Share (0-1) of an embedding feature's baseline variance that the principal "
+        "components it is monitored through explain.",
+        ["model", "feature"],
+    )
+    count = f.gauge(
+        "mlmon_embedding_components",
+        "Principal components an embedding feature is monitored through, each as the "
+        "numeric feature <feature>.pc1, <feature>.pc2, ...",
+        ["model", "feature"],
+    )
+    for e in m.schema.embeddings:
+        share.add_metric([m.name, e.name], float(e.projection.explained_variance_ratio.sum()))
+        count.add_metric([m.name, e.name], e.projection.k)
 
 
 def _baseline_values(f: Families, m: ModelMonitor) -> None:
