@@ -369,3 +369,19 @@ class Served:
         self._thread.join(10)
         self.service.app.pool.shutdown(wait=False)
         self.service.app.ingest.shutdown(wait=False)
+
+
+def write_baseline_config(config: Path, model: dict, training: Path) -> Path:
+    """Write a one-model config and build its baseline from ``training`` with the real
+    `mlmon baseline` command (as a user would); returns the config's path."""
+    import subprocess
+    import sys
+
+    config.write_text(yaml.safe_dump({"models": [model]}))
+    argv = [sys.executable, "-m", "mlmon", "baseline", "--config", str(config)]
+    subprocess.run(
+        [*argv, "--model", model["name"], "--data", str(training), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
+    return config

@@ -11,13 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import yaml
-from helpers import Exporter, parse_metrics
+from helpers import Exporter, parse_metrics, write_baseline_config
 
 MODEL = "linear"
 # (mean, sd, coefficient): x3 ranks third by global attribution |c| * sd * sqrt(2/pi)
@@ -77,14 +74,7 @@ def linear_model(tmp_path):
         "baseline": "linear.json",
         "drift": {"min_samples": 500},
     }
-    config.write_text(yaml.safe_dump({"models": [model]}))
-    argv = [sys.executable, "-m", "mlmon", "baseline", "--config", str(config)]
-    subprocess.run(
-        [*argv, "--model", MODEL, "--data", str(train), "--no-progress"],
-        check=True,
-        capture_output=True,
-    )
-    return config
+    return write_baseline_config(config, model, train)
 
 
 def _by_feature(samples: dict, name: str, version: str) -> dict[str, float]:

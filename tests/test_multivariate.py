@@ -7,13 +7,10 @@ not; an ordinary 1-sigma shift in two features is."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import yaml
-from helpers import Exporter, parse_metrics
+from helpers import Exporter, parse_metrics, write_baseline_config
 
 MODEL = "joint"
 INDEPENDENT = {"x3": (5.0, 2.0), "x4": (0.0, 1.0), "x5": (-1.0, 0.5), "x6": (100.0, 15.0)}
@@ -53,14 +50,7 @@ def joint_model(tmp_path):
     config = tmp_path / "mlmon.yml"
     model = {"name": MODEL, "task": "binary", "positive_class": 1, "baseline": "joint.json"}
     model["drift"] = {"min_samples": 500}
-    config.write_text(yaml.safe_dump({"models": [model]}))
-    argv = [sys.executable, "-m", "mlmon", "baseline", "--config", str(config)]
-    subprocess.run(
-        [*argv, "--model", MODEL, "--data", str(train), "--no-progress"],
-        check=True,
-        capture_output=True,
-    )
-    return config
+    return write_baseline_config(config, model, train)
 
 
 def _version(samples: dict, name: str, version: str, **labels: str) -> float:
