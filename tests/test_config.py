@@ -249,3 +249,14 @@ store: {url: "http://redis:6379", prefix: "a b", timeout: 1w, queue_size: 10, us
     with pytest.raises(ConfigError) as ei:
         parse_config(missing, tmp_path)
     assert "store.url: required: expected redis://HOST:PORT[/DB]" in "\n".join(ei.value.errors)
+
+
+def test_a_model_name_that_is_not_a_string_is_a_config_error(tmp_path):
+    """Found by the config fuzz test: a list as a model's name raised TypeError (a set of
+    names was fed an unhashable value) instead of a ConfigError."""
+    for bad in ([], {}, [1, 2]):
+        with pytest.raises(ConfigError) as ei:
+            parse_config(
+                {"models": [{"name": bad, "task": "binary", "baseline": "x.json"}]}, tmp_path
+            )
+        assert any(e.startswith("models[0].name:") for e in ei.value.errors), ei.value.errors

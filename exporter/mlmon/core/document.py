@@ -472,7 +472,9 @@ def config_problems(doc: dict) -> Iterator[Problem]:
         for loc, message in model_problems(raw):
             yield ("models", i, *loc), message
         name = raw.get("name") if isinstance(raw, dict) else None
-        if isinstance(name, str) and name in names:
+        if not isinstance(name, str):
+            continue  # reported as not a name
+        if name in names:
             yield ("models", i, "name"), f"duplicate model name {name!r}"
         names.add(name)
     if isinstance(doc.get("proxy"), dict):
