@@ -100,6 +100,7 @@ def test_a_shifted_feature_raises_its_attribution_and_ndcg_falls(linear_model):
             rows = [{**r, "version": version} for r in _rows(2_000, seed, shift)]
             assert _post(exporter, {"events": rows}).status_code == 200
         samples = parse_metrics(exporter.get("/metrics").text)
+        stats = exporter.get(f"/v1/models/{MODEL}/stats").json()["versions"]
     finally:
         exporter.stop()
 
@@ -141,6 +142,14 @@ def test_a_shifted_feature_raises_its_attribution_and_ndcg_falls(linear_model):
     assert threshold == 0.9
     assert ndcg("v1") > 0.99 and drifted("v1") == 0
     assert ndcg("v2") < threshold and drifted("v2") == 1
+    # /stats says what /metrics says
+    for version, per_feature in (("v1", v1), ("v2", v2)):
+        got = stats[version]["attribution"]
+        assert (got["ndcg"], got["reported"]) == (ndcg(version), True)
+        assert got["drifted"] == (drifted(version) == 1)
+        assert {k: f["mean_abs"] for k, f in got["features"].items()} == per_feature
+        assert {f["events"] for f in got["features"].values()} == {2_000}
+    assert stats["v2"]["attribution"]["features"]["x3"]["shift"] == shift["x3"]
     # the exporter's NDCG is Clarify's formula over the exported attributions
     names = list(FEATURES)
     rel = np.array([base[k] for k in names])

@@ -118,6 +118,7 @@ def _embedded_monitor(tmp: Path) -> Monitor:
     data.write_text("".join(json.dumps(r) + "\n" for r in embedded(_rows(300, 1))))
     model = {"name": "embedded", "task": "regression", "baseline": "e.json"}
     model["features"] = {"emb": {"kind": "embedding", "dim": 4, "components": 2}}
+    model["drift"] = {"min_samples": 30}  # the 50 events below get the embedding's score
     (tmp / "c.yml").write_text(yaml.safe_dump({"models": [model]}))
     cfg = load_config(tmp / "c.yml")
     write_profile(

@@ -21,6 +21,10 @@ from mlmon.core.baseline import build_profile, read_training_data, write_profile
 from mlmon.core.config import ConfigError, parse_config
 from mlmon.core.decoding import BadRequest
 from mlmon.core.monitor import Monitor
+from mlmon.stats import embedding
+from mlmon.stats import multivariate as mv
+from mlmon.stats.multivariate import split_rows
+from scipy import stats
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from test_ingest import fingerprint, same_state
@@ -59,8 +63,17 @@ def _model(tmp_path, x: np.ndarray, min_samples: int, **spec) -> tuple:
     subprocess.run([*argv, "--data", str(train), "--no-progress"], check=True, capture_output=True)
     profile = json.loads((tmp_path / "emb.json").read_text())
     # the profile holds the rounded vectors the exporter was sent
-    sent = np.array([e["features"]["emb"] for e in _events(x)])
-    return config, profile, sent
+    return config, profile, _sent(x)
+
+
+def _sent(x: np.ndarray) -> np.ndarray:
+    """The vectors as the exporter receives them (rounded in the events)."""
+    return np.array([e["features"]["emb"] for e in _events(x)])
+
+
+def _distances(reference: PCA, x: np.ndarray) -> np.ndarray:
+    """Each vector's distance to its reconstruction by scikit-learn's PCA."""
+    return np.linalg.norm(x - reference.inverse_transform(reference.transform(x)), axis=1)
 
 
 def _flags(samples: dict, version: str) -> dict[str, float]:
@@ -72,14 +85,24 @@ def _flags(samples: dict, version: str) -> dict[str, float]:
 
 
 def _serve(config, streams: dict[str, np.ndarray]) -> dict:
+    """The metrics after each stream was sent as its own version; each embedding score
+    checked against what /stats says of it."""
     exporter = Exporter(config)
     try:
         for version, x in streams.items():
             r = exporter.post(MODEL, _events(x, version))
             assert r.status_code == 200, r.text
-        return parse_metrics(exporter.get("/metrics").text)
+        samples = parse_metrics(exporter.get("/metrics").text)
+        stats = exporter.get(f"/v1/models/{MODEL}/stats").json()["versions"]
     finally:
         exporter.stop()
+    for (name, labels), v in samples.items():
+        if name == "mlmon_embedding_drift_score":
+            key = dict(labels)
+            got = stats[key["version"]]["embeddings"][key["feature"]]
+            assert got["score"] == v and got["method"] == key["method"]
+            assert got["events"] == len(streams[key["version"]])
+    return samples
 
 
 @pytest.fixture()
@@ -105,7 +128,9 @@ def test_a_mixture_shift_is_flagged_on_a_component(mixture_model):
     assert samples[("mlmon_embedding_components", key)] == 10
     explained = samples[("mlmon_embedding_explained_variance", key)]
 
-    reference = PCA(n_components=10, svd_solver="full").fit(sent)
+    # the PCA is fitted on a random half of the baseline, the other half measures its errors
+    fit_rows, held_rows = split_rows(len(sent), 0)
+    reference = PCA(n_components=10, svd_solver="full").fit(sent[fit_rows])
     stored = profile["embeddings"]["emb"]
     axes = np.array(stored["axes"])
     # the same axes up to sign, the same shares of variance, the same centre
@@ -118,6 +143,46 @@ def test_a_mixture_shift_is_flagged_on_a_component(mixture_model):
     # each component's histogram holds the projected baseline values
     coords = reference.transform(sent)[:, 0] * np.sign(np.sum(axes[0] * reference.components_[0]))
     assert profile["features"]["emb.pc1"]["sum"] == pytest.approx(coords.sum(), abs=1e-6)
+
+    # the reconstruction error's baseline is scikit-learn's reconstruction of the held-out
+    # half; the window's score is the mean error of the vectors sent
+    held = _distances(reference, sent[held_rows])
+    assert stored["error"]["count"] == len(held_rows)
+    assert stored["error"]["mean"] == pytest.approx(held.mean(), rel=1e-9)
+    assert stored["error"]["std"] == pytest.approx(held.std(ddof=1), rel=1e-9)
+    assert stored["error"]["skew"] == pytest.approx(stats.skew(held), rel=1e-6)
+    for version, x in streams.items():
+        labels = ("feature", "emb"), ("method", "pca_reconstruction"), ("model", MODEL)
+        labels += (("version", version),)
+        score = samples[("mlmon_embedding_drift_score", labels)]
+        assert score == pytest.approx(_distances(reference, _sent(x)).mean(), rel=1e-9)
+        # a change of mix inside the baseline's subspace moves components, not the score:
+        # every cluster has the same noise off the plane of their centres
+        assert score <= samples[("mlmon_embedding_drift_threshold", labels)]
+        assert samples[("mlmon_embedding_drifted", labels[:1] + labels[2:])] == 0
+
+
+@pytest.mark.integration
+def test_vectors_leaving_the_baseline_subspace_raise_the_embedding_score(mixture_model):
+    """A shift orthogonal to every monitored component: no component's histogram moves, and
+    only the embedding's reconstruction error sees it."""
+    config, profile, _ = mixture_model
+    axes = np.array(profile["embeddings"]["emb"]["axes"])
+    u = np.random.default_rng(11).normal(size=DIM)
+    u -= axes.T @ (axes @ u)
+    u /= np.linalg.norm(u)
+    base = _mixture(3_000, WEIGHTS, seed=4)
+    streams = {"same": base, "off_plane": base + 2.0 * u}
+    samples = _serve(config, streams)
+    same, off = _flags(samples, "same"), _flags(samples, "off_plane")
+    print({"same": same, "off_plane": off})
+    assert set(same.values()) == set(off.values()) == {0.0}
+    flags = {
+        dict(labels)["version"]: v
+        for (name, labels), v in samples.items()
+        if name == "mlmon_embedding_drifted"
+    }
+    assert flags == {"same": 0.0, "off_plane": 1.0}
 
 
 @pytest.mark.integration
@@ -134,6 +199,35 @@ def test_a_different_digit_mix_is_flagged_and_the_same_mix_is_not(tmp_path):
     assert len(held) == len(low_mix) == 10
     assert set(held.values()) == {0.0}
     assert sum(low_mix.values()) >= 1
+    scores = {
+        (name.removeprefix("mlmon_embedding_"), dict(labels)["version"]): v
+        for (name, labels), v in samples.items()
+        if name.startswith("mlmon_embedding_drift")
+    }
+    print(scores)
+
+
+@pytest.mark.integration
+def test_digits_the_baseline_never_saw_raise_the_embedding_score(tmp_path):
+    """A baseline of the digits 0-7: held-out 0-7 score like it, a stream where a third are
+    8s and 9s (images the baseline's components were not fitted to) scores above it."""
+    digits = load_digits()
+    order = np.random.default_rng(8).permutation(len(digits.target))
+    known = order[digits.target[order] <= 7]
+    unseen = order[digits.target[order] >= 8]
+    train, held_out = known[:1000], known[1000:]
+    config, _, _ = _model(tmp_path, digits.data[train], min_samples=300)
+    new_kind = np.concatenate([digits.data[held_out[:200]], digits.data[unseen[:100]]])
+    streams = {"held_out": digits.data[held_out], "with_8_and_9": new_kind}
+    samples = _serve(config, streams)
+    found = {
+        (name.removeprefix("mlmon_embedding_"), dict(labels)["version"]): v
+        for (name, labels), v in samples.items()
+        if name.startswith("mlmon_embedding_drift")
+    }
+    print(found)
+    assert found["drifted", "held_out"] == 0
+    assert found["drifted", "with_8_and_9"] == 1
 
 
 BAD = [
@@ -320,3 +414,55 @@ def test_the_baseline_says_what_is_wrong_with_embedding_data(tmp_path):
     assert "holds lists: declare it as {kind: embedding" in _baseline_error(
         tmp_path, "t.jsonl", jsonl, ["emb"]
     )
+
+
+# -- the reconstruction error, against scikit-learn ----------------------------------------
+
+
+def _factor_vectors(rng: np.random.Generator, n: int, dim: int = 24) -> np.ndarray:
+    """Vectors driven by 6 latent factors plus noise: a low-rank structure like an embedding's."""
+    loadings = np.random.default_rng(99).normal(size=(6, dim))
+    return rng.normal(size=(n, 6)) @ loadings + 0.5 * rng.normal(size=(n, dim)) + 3.0
+
+
+def test_the_error_is_the_distance_to_scikit_learns_reconstruction():
+    rng = np.random.default_rng(21)
+    x = _factor_vectors(rng, 2_000)
+    p = embedding.fit(x, 4)
+    fit_rows, held_rows = split_rows(len(x), 0)
+    reference = PCA(n_components=4, svd_solver="full").fit(x[fit_rows])
+    fresh = _factor_vectors(rng, 500)
+    got = p.errors(fresh, p.project(fresh))
+    np.testing.assert_allclose(got, _distances(reference, fresh), rtol=1e-7)
+    held = _distances(reference, x[held_rows])
+    assert (p.error_count, p.error_mean) == (len(held_rows), pytest.approx(held.mean(), rel=1e-9))
+    assert p.error_std == pytest.approx(held.std(ddof=1), rel=1e-9)
+    back = embedding.Projection.from_dict(json.loads(json.dumps(p.to_dict())))
+    np.testing.assert_array_equal(back.errors(fresh, back.project(fresh)), got)
+
+
+def test_an_absurd_vector_is_capped_and_a_full_rank_projection_is_not_scored():
+    rng = np.random.default_rng(22)
+    x = _factor_vectors(rng, 1_000)
+    p = embedding.fit(x, 4)
+    huge = np.array([[1e150] * 24, [1e200] * 24, [-1e300] * 24])
+    np.testing.assert_array_equal(p.errors(huge, p.project(huge)), [p.error_cap] * 3)
+    assert np.isfinite(p.error_cap) and p.error_cap > p.error_mean + 5 * p.error_std
+    # every dimension kept: the error is rounding noise, not scored
+    full = embedding.fit(x, 24)
+    assert not full.scored and "error" not in full.to_dict()
+    # too few rows to hold half out
+    assert not embedding.fit(x[:99], 4).scored and embedding.fit(x[:100], 4).scored
+
+
+def test_the_embedding_score_keeps_its_false_alarm_rate_over_200_windows():
+    rng = np.random.default_rng(23)
+    p = embedding.fit(_factor_vectors(rng, 4_000), 4)
+    for n in (200, 1_000):
+        alarms = 0
+        for _ in range(200):
+            fresh = _factor_vectors(rng, n)
+            e = p.errors(fresh, p.project(fresh))
+            alarms += mv.drifted(mv.score(n, e.sum()), mv.threshold(p, n))
+        print(n, alarms)
+        assert alarms <= 2, (n, alarms)

@@ -74,6 +74,7 @@ def test_a_flipped_correlation_is_caught_where_every_marginal_passes(joint_model
             )
             assert r.status_code == 200
         samples = parse_metrics(exporter.get("/metrics").text)
+        stats = exporter.get(f"/v1/models/{MODEL}/stats").json()["versions"]
     finally:
         exporter.stop()
 
@@ -88,6 +89,16 @@ def test_a_flipped_correlation_is_caught_where_every_marginal_passes(joint_model
     assert score["same"] < limit["same"] < score["flipped"]
     # the three windows hold as many events, so one threshold
     assert limit["same"] == limit["flipped"] == limit["shifted"]
+    # /stats says what /metrics says
+    for v in streams:
+        assert stats[v]["multivariate"] == {
+            "method": "pca_reconstruction",
+            "events": 2_000,
+            "reported": True,
+            "score": score[v],
+            "threshold": limit[v],
+            "drifted": drifted[v] == 1,
+        }
 
     # every marginal of the flipped stream passes: no feature drifted, none of the 10 tested
     flags = {

@@ -96,7 +96,7 @@ def parse_columns(
     if (failure >= 0).any():  # the features of failed inferences are neither checked nor kept
         failed = np.flatnonzero(failure >= 0).tolist()
         feats = {k: _blanked(v, failed) for k, v in feats.items()}
-    x = _numeric_columns(feats, schema, n, errs)
+    x, emb_err = _numeric_columns(feats, schema, n, errs)
     cat_idx = _categorical_columns(feats, schema, n, errs, max_str)
     pred_value, pred_idx = _prediction_column(pred, schema, failure, errs, max_str)
     batch = Batch(
@@ -114,6 +114,7 @@ def parse_columns(
         timestamps=_checked_values(cols, "timestamp", n, errs, bad_timestamp),
         groups=_group_columns(cols, n, errs, max_str),
         attr=_attribution_columns(cols, schema, n, errs),
+        emb_err=emb_err,
     )
     if unknown := feats.keys() - schema.feature_kinds.keys():
         batch.unknown_features.update(dict.fromkeys(unknown, int((failure < 0).sum())))
@@ -211,17 +212,19 @@ def _error_column(cols: dict[str, Any], n: int, errs: Errors, max_str: int) -> n
 
 def _numeric_columns(
     feats: dict[str, Any], schema: ModelSchema, n: int, errs: Errors
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric matrix (embeddings' components last) and the embeddings' errors [n, E]."""
     x = np.full((n, len(schema.numeric)), np.nan)
+    emb_err = np.full((n, len(schema.embeddings)), np.nan)
     for j, name in enumerate(schema.inputs_numeric):
         col = _column(feats, name, n, errs, "features.") if name in feats else None
         if col is not None:
             x[:, j] = _number_column(col, name, errs)
-    for e in schema.embeddings:
+    for j, e in enumerate(schema.embeddings):
         col = _column(feats, e.name, n, errs, "features.") if e.name in feats else None
         if col is not None:
-            x[:, e.columns] = embedding_columns(col, e, errs, every=False)
-    return x
+            x[:, e.columns], emb_err[:, j] = embedding_columns(col, e, errs, every=False)
+    return x, emb_err
 
 
 def _categorical_columns(

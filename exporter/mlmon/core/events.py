@@ -71,8 +71,9 @@ def parse_events(
     num_names = schema.inputs_numeric
     rows, num_complete = _feature_rows(feats, num_names)
     x = _numeric_matrix(rows, num_names, errs)
+    emb_err = np.empty((len(events), 0))
     if schema.embeddings:
-        x = _with_embeddings(x, feats, schema, errs)
+        x, emb_err = _with_embeddings(x, feats, schema, errs)
         num_complete = False  # the shortcut of `unknown_features` counts no embeddings
     cat_rows, cat_complete = _feature_rows(feats, schema.categorical.names)
     cat_idx = _categorical_matrix(feats, cat_rows, schema, errs, max_str)
@@ -92,6 +93,7 @@ def parse_events(
         x = x[keep]
         cat_idx = cat_idx[keep]
         attr = attr[keep]
+        emb_err = emb_err[keep]
         feats = [feats[i] for i in keep]
     good = [events[i] for i in keep]
     batch = Batch(
@@ -102,6 +104,7 @@ def parse_events(
         timestamps=[ev.get("timestamp") for ev in good],
         groups=[ev.get("groups") for ev in good],
         attr=attr,
+        emb_err=emb_err,
         unknown_features=unknown_features(
             feats, schema.feature_kinds, num_complete and cat_complete
         ),
@@ -250,12 +253,15 @@ def _numeric_matrix(rows: list[list[Any]], names: tuple[str, ...], errs: Errors)
 
 def _with_embeddings(
     x: np.ndarray, feats: list[dict[str, Any]], schema: ModelSchema, errs: Errors
-) -> np.ndarray:
-    """The numeric matrix with each embedding's projected components appended."""
-    parts = [x]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric matrix with each embedding's projected components appended, and the
+    embeddings' reconstruction errors [n, E]."""
+    parts, err = [x], []
     for e in schema.embeddings:
-        parts.append(embedding_columns([f.get(e.name) for f in feats], e, errs, every=True))
-    return np.hstack(parts)
+        coords, e_err = embedding_columns([f.get(e.name) for f in feats], e, errs, every=True)
+        parts.append(coords)
+        err.append(e_err)
+    return np.hstack(parts), np.column_stack(err)
 
 
 def _categorical_matrix(

@@ -60,6 +60,8 @@ class Batch:
     # [N, F] each feature's attribution (schema.attribution_names order), NaN = none; no
     # columns when no event of the batch carried attributions
     attr: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    # [N, E] each embedding's reconstruction error (schema.embeddings order), NaN = none
+    emb_err: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     # feature names the model does not have, with the accepted events that carried them
     unknown_features: dict[str, int] = field(default_factory=dict)
 
@@ -305,15 +307,20 @@ def _vectors(values: list[Any], dim: int) -> np.ndarray | None:
     return x if np.isfinite(x).all() else None
 
 
-def embedding_columns(values: list[Any], e: Embedding, errs: Errors, every: bool) -> np.ndarray:
+def embedding_columns(
+    values: list[Any], e: Embedding, errs: Errors, every: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """An embedding's value in each event (None: missing) projected to its components, as
-    [n, k] (NaN rows where missing or refused), with one matrix product for the batch. A
+    [n, k], and its reconstruction error, as [n] (NaN where missing or refused, and every
+    error when the embedding is not scored), with one matrix product for the batch. A
     refused value is counted; it is an error detail of its event when ``every``, else only
     the first one is (the columnar form's one detail per column)."""
     x = _vectors(values, e.dim)
     if x is not None:
-        return x @ e.axes - e.offset
+        coords = x @ e.axes - e.offset
+        return coords, e.errors(x, coords)
     out = np.full((len(values), e.projection.k), np.nan)
+    err = np.full(len(values), np.nan)
     rows, first = [], True
     for i, v in enumerate(values):
         if v is None:
@@ -328,8 +335,9 @@ def embedding_columns(values: list[Any], e: Embedding, errs: Errors, every: bool
         rows.append(i)
     if rows:
         x = np.array([values[i] for i in rows], dtype=np.float64).reshape(len(rows), e.dim)
-        out[rows] = x @ e.axes - e.offset
-    return out
+        out[rows] = coords = x @ e.axes - e.offset
+        err[rows] = e.errors(x, coords)
+    return out, err
 
 
 def bad_attribution(v: Any) -> str | None:

@@ -76,6 +76,8 @@ class VersionView:
     performance: evaluation.PerformanceReport
     attribution: attribution.AttributionReport
     joint: joint.JointReport | None  # None: no multivariate model in the baseline
+    # (embedding name, the multivariate report of its own reconstruction) per scored one
+    embeddings: tuple[tuple[str, joint.JointReport], ...] = ()
 
 
 class ModelMonitor:
@@ -432,11 +434,12 @@ class ModelMonitor:
                 )
                 attr = self._attribution(snap.window, snap.fwindow)
                 multi = self._joint(snap.fwindow)
+                emb = self._embedding_joint(snap.fwindow)
                 with self._cache_lock:
-                    self._cache[snap.version] = (key, report, perf, attr, multi)
+                    self._cache[snap.version] = (key, report, perf, attr, multi, emb)
             else:
-                report, perf, attr, multi = cached[1:]
-            out.append(VersionView(snap, report, perf, attr, multi))
+                report, perf, attr, multi, emb = cached[1:]
+            out.append(VersionView(snap, report, perf, attr, multi, emb))
         return out
 
     def rebaseline(self, version: str | None = None) -> dict[str, Any]:
@@ -509,6 +512,18 @@ class ModelMonitor:
         sums = Layout.view(fwindow, self.layout.joint)
         return joint.report(model.reconstruction, sums, self.schema.config.drift.min_samples)
 
+    def _embedding_joint(self, fwindow: np.ndarray) -> tuple[tuple[str, joint.JointReport], ...]:
+        part = self.layout.emb_joint
+        if not part.shape[0]:
+            return ()
+        sums = Layout.view(fwindow, part)
+        min_samples = self.schema.config.drift.min_samples
+        return tuple(
+            (e.name, joint.report(e.projection, sums[j], min_samples))
+            for j, e in enumerate(self.schema.embeddings)
+            if e.projection.scored
+        )
+
     def _drift(self, window: np.ndarray) -> drift.DriftReport:
         lay = self.layout
         v = Layout.view
@@ -562,6 +577,28 @@ class ModelMonitor:
                 for o in r.outputs
             },
             "performance": _performance_json(view.performance),
+            "multivariate": _joint_json(view.joint) if view.joint is not None else None,
+            "embeddings": {name: _joint_json(r) for name, r in view.embeddings},
+            "attribution": self._attribution_json(view.attribution),
+        }
+
+    def _attribution_json(self, a: attribution.AttributionReport) -> dict[str, Any] | None:
+        if not a.events.any():
+            return None
+        names = self.schema.attribution_names
+        return {
+            "ndcg": _num(a.ndcg),
+            "reported": a.reported,
+            "drifted": a.drifted,
+            "features": {
+                n: {
+                    "events": int(a.events[i]),
+                    "mean_abs": _num(a.live[i]),
+                    "shift": _num(a.shift[i]),
+                }
+                for i, n in enumerate(names)
+                if a.events[i]
+            },
         }
 
     def _features_json(self, view: VersionView) -> dict[str, Any]:
@@ -592,6 +629,17 @@ class ModelMonitor:
             entry["missing_ratio"] = _ratio(missing, ok)
             features[name] = entry
         return features
+
+
+def _joint_json(r: joint.JointReport) -> dict[str, Any]:
+    return {
+        "method": joint.METHOD,
+        "events": r.events,
+        "reported": r.reported,
+        "score": _num(r.score),
+        "threshold": _num(r.threshold) if np.isfinite(r.threshold) else None,
+        "drifted": r.drifted,
+    }
 
 
 def _comparison_json(c: evaluation.Comparison) -> dict[str, Any]:

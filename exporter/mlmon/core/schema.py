@@ -239,6 +239,12 @@ class Embedding:
     def dim(self) -> int:
         return self.projection.dim
 
+    def errors(self, x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        """[n] the vectors' reconstruction errors; NaN when the embedding is not scored."""
+        if not self.projection.scored:
+            return np.full(x.shape[0], np.nan)
+        return self.projection.errors(x, coords)
+
 
 @dataclass
 class ModelSchema:

@@ -116,6 +116,9 @@ class Layout:
         # multivariate drift, at ingest: events scored, and the sum and sum of squares of
         # their reconstruction errors (the window's mean error needs no stored events)
         self.joint = self._addf((3 if schema.joint is not None else 0,))
+        # the same per embedding, for the error of its own reconstruction
+        scored = any(e.projection.scored for e in schema.embeddings)
+        self.emb_joint = self._addf((len(schema.embeddings) if scored else 0, 3))
         self.reg = self._addf((5 if pn is not None else 0,))  # err, |err|, err^2, y, y^2
 
     def _add(self, shape: tuple[int, ...]) -> Part:
@@ -194,6 +197,12 @@ def batch_delta(
     if schema.joint is not None and ok_rows.size:
         e = schema.joint.errors(x, cats)
         fdelta[layout.joint.start : layout.joint.stop] = (e.size, e.sum(), e @ e)
+    if layout.emb_joint.shape[0] and ok_rows.size:
+        e = batch.emb_err[ok_rows]
+        seen = ~np.isnan(e)
+        e = np.where(seen, e, 0.0)
+        sums = np.column_stack((seen.sum(axis=0), e.sum(axis=0), (e * e).sum(axis=0)))
+        Layout.view(fdelta, layout.emb_joint)[:] = sums
     if batch.attr.shape[1]:
         a = batch.attr[ok_rows]
         present = ~np.isnan(a)

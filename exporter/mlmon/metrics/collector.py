@@ -97,4 +97,5 @@ def _version(f: Families, m: ModelMonitor, view: VersionView) -> None:
     drift.features(f, m, view, mv)
     drift.outputs(f, m, view, mv)
     drift.joint(f, m, view, mv)
+    drift.embeddings(f, m, view, mv)
     attributions.windowed(f, m, view, mv)

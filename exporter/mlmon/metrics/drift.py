@@ -130,3 +130,34 @@ def joint(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> Non
         "1 when the window's multivariate drift score is above its threshold, else 0.",
         MV,
     ).add_metric(mv, float(r.drifted))
+
+
+def embeddings(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
+    """Each embedding's drift as a whole: the window's mean distance of its vectors to the
+    baseline's principal subspace, its threshold and the decision (once the window holds
+    min_samples vectors of that embedding)."""
+    reports = [(name, r) for name, r in view.embeddings if r.reported]
+    if not reports:
+        return
+    mvf = [*MV, "feature"]
+    method = [*mvf, "method"]
+    score = f.gauge(
+        "mlmon_embedding_drift_score",
+        "Windowed drift of an embedding feature as a whole by method (pca_reconstruction: "
+        "the vectors' mean distance to the baseline's principal components).",
+        method,
+    )
+    upper = f.gauge(
+        "mlmon_embedding_drift_threshold",
+        "The embedding score above which the window counts as drifted, for its number of vectors.",
+        method,
+    )
+    flag = f.gauge(
+        "mlmon_embedding_drifted",
+        "1 when the window's embedding drift score is above its threshold, else 0.",
+        mvf,
+    )
+    for name, r in reports:
+        score.add_metric([*mv, name, METHOD], r.score)
+        upper.add_metric([*mv, name, METHOD], r.threshold)
+        flag.add_metric([*mv, name], float(r.drifted))

@@ -1,6 +1,6 @@
 """A window's multivariate drift decision, from what the exporter accumulates per slice
 (events scored, sum and sum of squares of their reconstruction errors) and the baseline's
-model (`multivariate.Reconstruction`)."""
+model (`multivariate.Reconstruction`, or an embedding's `embedding.Projection`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class JointReport:
     drifted: bool  # reported and the score above the threshold
 
 
-def report(rec: multivariate.Reconstruction, sums: np.ndarray, min_samples: int) -> JointReport:
+def report(rec: multivariate.ErrorSpread, sums: np.ndarray, min_samples: int) -> JointReport:
     n, total = float(sums[0]), float(sums[1])
     score = multivariate.score(n, total)
     upper = multivariate.threshold(rec, n) if n >= 1 else math.inf

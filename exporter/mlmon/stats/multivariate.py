@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import special as _sp
@@ -339,8 +339,22 @@ def spread(count: float, total: float, total_sq: float) -> float:
     return math.sqrt(max(var, 0.0))
 
 
+class ErrorSpread(Protocol):
+    """What a threshold needs of a baseline: its held-out errors' mean, spread, skew and
+    count (a `Reconstruction`, or an embedding's `Projection`)."""
+
+    @property
+    def error_mean(self) -> float: ...
+    @property
+    def error_std(self) -> float: ...
+    @property
+    def error_skew(self) -> float: ...
+    @property
+    def error_count(self) -> int: ...
+
+
 def threshold(
-    rec: Reconstruction, n: float, z: float = Z, confidence: float = BASELINE_CONFIDENCE
+    rec: ErrorSpread, n: float, z: float = Z, confidence: float = BASELINE_CONFIDENCE
 ) -> float:
     """The upper alarm threshold for the mean error of a window of ``n`` events.
 
