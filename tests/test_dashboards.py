@@ -13,13 +13,15 @@ import subprocess
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tfserving
 import yaml
 from helpers import Exporter, require_binary, wait_until
 from mlmon.capture.counters import ProxyStats
 from mlmon.cli import build_registry
-from mlmon.core.config import THRESHOLDS
+from mlmon.core.baseline import build_profile, read_training_data, write_profile
+from mlmon.core.config import THRESHOLDS, load_config
 from mlmon.demo import runner as demo
 from mlmon.demo import stack
 from test_docs import loaded_monitors
@@ -224,9 +226,10 @@ def test_dashboard_structure():
     }
 
 
-# a threshold of the config, or the multivariate drift threshold of the window's size
+# a threshold of the config, or a reconstruction error's threshold for the window's size
 THRESHOLD_SERIES = re.compile(
-    r"\bmodel:mlmon_threshold_(\w+):max\b|\bmlmon_threshold_(\w+)|\bmlmon_(multivariate)_drift_threshold\b"
+    r"\bmodel:mlmon_threshold_(\w+):max\b|\bmlmon_threshold_(\w+)"
+    r"|\bmlmon_(multivariate|embedding)_drift_threshold\b"
 )
 
 
@@ -511,13 +514,44 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 # The demo has one binary model and no proxy; a second exporter beside it serves a
-# regression model (REGRESSION) behind a proxy, so their panels have data too.
+# regression model (REGRESSION) behind a proxy, and a model with an embedding feature
+# (EMBEDDED), so their panels have data too.
 REGRESSION = "m"
+EMBEDDED = "e"
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    """8-d vectors from 3 latent factors plus noise, a low-rank shape like an embedding's."""
+    loadings = np.random.default_rng(0).normal(size=(3, 8))
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3)) @ loadings + 0.3 * rng.normal(size=(n, 8))
+
+
+def _embedding_events(n: int, seed: int) -> list[dict]:
+    return [
+        {"features": {"emb": [round(float(x), 4) for x in v]}, "prediction": float(v[0])}
+        for v in _vectors(n, seed)
+    ]
+
+
+def _add_embedded_model(work: Path) -> None:
+    """EMBEDDED, in the config `_monitor` wrote, with its baseline built from JSONL."""
+    data = work / "e.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in _embedding_events(2_000, 0)))
+    doc = yaml.safe_load((work / "c.yml").read_text())
+    feature = {"kind": "embedding", "dim": 8, "components": 3}
+    doc["models"].append(
+        {"name": EMBEDDED, "task": "regression", "baseline": "e.json", "features": {"emb": feature}}
+    )
+    (work / "c.yml").write_text(yaml.safe_dump(doc))
+    model = load_config(work / "c.yml").models[1]
+    write_profile(build_profile(model, read_training_data(data, ["emb"], False)), model.baseline)
 
 
 def _second_exporter(work: Path) -> tuple[Exporter, object]:
     work.mkdir()
     _monitor(work, "regression")  # writes the config and the baseline
+    _add_embedded_model(work)
     upstream = tfserving.serve(0)
     args = ["--upstream", f"http://127.0.0.1:{upstream.server_address[1]}",
             "--proxy.listen-address", "127.0.0.1:0"]  # fmt: skip
@@ -537,6 +571,8 @@ def _regression_batch(exporter: Exporter, seed: int, n: int) -> None:
     for path, body in (("predictions", {"events": events}), ("labels", {"labels": labels})):
         reply = exporter.session.post(f"{exporter.url}/v1/models/{REGRESSION}/{path}", json=body)
         assert reply.status_code == 200, reply.text
+    vectors = [{**e, "version": "v1"} for e in _embedding_events(n, 1_000 + seed)]
+    assert exporter.post(EMBEDDED, vectors).status_code == 200
 
 
 def _regression_traffic(exporter: Exporter, stop: threading.Event) -> None:
@@ -615,11 +651,12 @@ def test_every_panel_query_returns_series(demo_stack):
         queries += [(f"annotation {name}", e) for name, e in _annotation_exprs(d)]
         for title, expr in queries:
             promql = _substitute(expr, defined)
-            # a panel for another task has its data on the second exporter's model
-            other = _substitute(expr, defined, model=REGRESSION)
+            # a panel for another task or for embeddings has its data on the second
+            # exporter's models
+            others = [_substitute(expr, defined, model=m) for m in (REGRESSION, EMBEDDED)]
 
-            def has_series(q: str = promql, q2: str = other) -> bool:
-                return any(len(stack.query(prom, x)) > 0 for x in dict.fromkeys((q, q2)))
+            def has_series(qs: tuple[str, ...] = (promql, *others)) -> bool:
+                return any(len(stack.query(prom, x)) > 0 for x in dict.fromkeys(qs))
 
             try:
                 wait_until(has_series, 20, f"{path.name}: {title}")

@@ -158,6 +158,7 @@ def test_a_mixture_shift_is_flagged_on_a_component(mixture_model):
         assert score == pytest.approx(_distances(reference, _sent(x)).mean(), rel=1e-9)
         # a change of mix inside the baseline's subspace moves components, not the score:
         # every cluster has the same noise off the plane of their centres
+        print(version, score, samples[("mlmon_embedding_drift_threshold", labels)])
         assert score <= samples[("mlmon_embedding_drift_threshold", labels)]
         assert samples[("mlmon_embedding_drifted", labels[:1] + labels[2:])] == 0
 
@@ -182,6 +183,12 @@ def test_vectors_leaving_the_baseline_subspace_raise_the_embedding_score(mixture
         for (name, labels), v in samples.items()
         if name == "mlmon_embedding_drifted"
     }
+    scores = {
+        (name.removeprefix("mlmon_embedding_"), dict(labels)["version"]): v
+        for (name, labels), v in samples.items()
+        if name.startswith("mlmon_embedding_drift")
+    }
+    print(scores)
     assert flags == {"same": 0.0, "off_plane": 1.0}
 
 

@@ -320,7 +320,8 @@ def predictions() -> list[Json]:
 
 
 def joint_drift() -> list[Json]:
-    """Multivariate drift and feature attributions: what per-feature drift cannot show."""
+    """Multivariate and embedding drift and feature attributions: what per-feature drift
+    cannot show."""
     score = "mlmon_multivariate_drift_score"
     return [
         row("Joint drift and explanations"),
@@ -337,7 +338,27 @@ def joint_drift() -> list[Json]:
                 target(agg("max", "mlmon_multivariate_drift_threshold"), "threshold"),
             ],
             threshold_legend="threshold",
-            w=8,
+            w=6,
+        ),
+        timeseries(
+            "Embedding drift",
+            "For each embedding feature (text or image vectors), each version's mean distance "
+            "of its vectors to the baseline's principal components: it rises when vectors "
+            "unlike the baseline's arrive, which its components' own histograms cannot show. "
+            "The red lines are each embedding's threshold for the window's size.",
+            "none",
+            [
+                target(
+                    agg("max", "mlmon_embedding_drift_score", by="feature, version"),
+                    "{{feature}} {{version}}",
+                ),
+                target(
+                    agg("max", "mlmon_embedding_drift_threshold", by="feature"),
+                    "threshold {{feature}}",
+                ),
+            ],
+            threshold_legend="^threshold .*",
+            w=6,
         ),
         timeseries(
             "Attribution drift (NDCG)",
@@ -358,7 +379,7 @@ def joint_drift() -> list[Json]:
                 target(th("attribution_ndcg_min"), "minimum"),
             ],
             threshold_legend="minimum",
-            w=8,
+            w=6,
         ),
         timeseries(
             "Attribution shift",
@@ -367,7 +388,7 @@ def joint_drift() -> list[Json]:
             "the model leans on more, or less.",
             "none",
             [target(agg("max", "mlmon_feature_attribution_shift", by="feature"), "{{feature}}")],
-            w=8,
+            w=6,
         ),
     ]
 
