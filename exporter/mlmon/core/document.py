@@ -218,6 +218,7 @@ class FeatureDoc(Section):
 class WindowDoc(Section):
     length: Duration | None = None
     slices: Count(1, 1440) | None = None
+    future_tolerance: Duration | None = None
 
 
 class DriftDoc(Section):

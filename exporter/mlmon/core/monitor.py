@@ -28,10 +28,10 @@ from mlmon.core.config import (
 )
 from mlmon.core.decoding import REJECT_REASONS, BadRequest
 from mlmon.core.events import parse_events
-from mlmon.core.fields import Batch, bad_class, bad_id, finite_number
+from mlmon.core.fields import Batch, bad_class, bad_id, bad_timestamp, finite_number
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
-from mlmon.core.state import Layout, ModelState, VersionSnapshot, label_delta
+from mlmon.core.state import EventTimes, Layout, ModelState, VersionSnapshot, label_delta
 from mlmon.stats import attribution, drift, evaluation, joint
 
 log = logging.getLogger("mlmon")
@@ -51,6 +51,10 @@ class IngestCounters:
         self.events: Counter[str] = Counter()  # model
         self.rejected_events: Counter[str] = Counter()  # model
         self.limit_hits: Counter[str] = Counter(dict.fromkeys(LIMIT_DEFAULTS, 0))
+        # by model: events stamped before the window (totals only), and stamped too far
+        # ahead of the clock (counted at now)
+        self.late_events: Counter[str] = Counter()
+        self.future_events: Counter[str] = Counter()
         # connections the exporter's HTTP server closed, by reason (see `guard`)
         self.connections_closed: Counter[str] = Counter(dict.fromkeys(CLOSE_REASONS, 0))
         # feature values refused, by (model, feature, reason); feature is a configured one
@@ -152,9 +156,19 @@ class ModelMonitor:
         attrs = self.schema.config.sensitive_attributes
         if attrs:
             batch.group_idx = self._group_indices(batch.groups)
-        self.state.ingest(batch)
-        self._remember(batch)
+        self._apply(batch)
         return batch, details
+
+    def _apply(self, batch: Batch) -> None:
+        """Add a parsed batch to the windows, each event at its time, and keep the
+        predictions that wait for labels."""
+        times = self.state.ingest(batch)
+        c = self.counters
+        if times.late or times.future:
+            with c.lock:
+                c.late_events[self.name] += times.late
+                c.future_events[self.name] += times.future
+        self._remember(batch, times)
 
     def ingest_columns(self, columns: Any) -> Batch:
         """A columnar batch (see `columns.parse_columns`), applied whole."""
@@ -166,8 +180,7 @@ class ModelMonitor:
         self._count_unknown(batch.unknown_features)
         if self.schema.config.sensitive_attributes:
             batch.group_idx = self._group_indices(batch.groups)
-        self.state.ingest(batch)
-        self._remember(batch)
+        self._apply(batch)
         return batch
 
     def _count_refused(self, refused: dict[tuple[str, str], int]) -> None:
@@ -224,15 +237,15 @@ class ModelMonitor:
                     out[i, a] = j
         return out
 
-    def _remember(self, batch: Batch) -> None:
-        """Successful predictions with an id wait for their label: in the label store, or
-        in the store shared by the replicas."""
+    def _remember(self, batch: Batch, times: EventTimes) -> None:
+        """Successful predictions with an id wait for their label, with their event time:
+        in the label store, or in the store shared by the replicas."""
         rows = [i for i, key in enumerate(batch.ids) if key is not None]
         if not rows:
             return
         if not batch.ok.all():
             rows = [i for i in rows if batch.ok[i]]
-        now = self.clock()
+        at = [times.time_of(i) for i in rows]
         versions = batch.versions
         predicted = batch.pred_idx.tolist()
         value = batch.pred_value.tolist()
@@ -245,15 +258,22 @@ class ModelMonitor:
         keys = [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows]
         if self.shared is not None:
             self._remember_shared(
-                keys, [(versions[i], predicted[i], value[i], score[i], gi[i]) for i in rows], now
+                keys,
+                [
+                    (versions[i], t, predicted[i], value[i], score[i], gi[i])
+                    for i, t in zip(rows, at, strict=True)
+                ],
             )
             return
         self.labels.put_many(
             keys,
-            [Pending(versions[i], now, predicted[i], value[i], score[i], gi[i]) for i in rows],
+            [
+                Pending(versions[i], t, predicted[i], value[i], score[i], gi[i])
+                for i, t in zip(rows, at, strict=True)
+            ],
         )
 
-    def _remember_shared(self, keys: list[str], rows: list[tuple], now: float) -> None:
+    def _remember_shared(self, keys: list[str], rows: list[tuple]) -> None:
         """Join records to the shared store's queue. A group past limits.max_groups goes as
         none: its slot is this replica's ``__other__``, not a name another replica knows."""
         shared = self.shared
@@ -266,14 +286,16 @@ class ModelMonitor:
                     shared.join_key(self.name, key),
                     fleet.encode(
                         version,
-                        now,
+                        at,
                         predicted,
                         value,
                         score,
                         [names[a][j] if 0 <= j < cap else None for a, j in enumerate(groups)],
                     ),
                 )
-                for key, (version, predicted, value, score, groups) in zip(keys, rows, strict=True)
+                for key, (version, at, predicted, value, score, groups) in zip(
+                    keys, rows, strict=True
+                )
             ]
         except Exception:  # never fail a request whose events are counted already
             log.exception("%s: join records not written", self.name)
@@ -291,7 +313,7 @@ class ModelMonitor:
             if bad := self._bad_label(item):
                 details.append({"index": i, "field": bad[0], "message": bad[1]})
             else:
-                valid.append((str(item["id"]), item["label"]))
+                valid.append((str(item["id"]), item["label"], item.get("timestamp")))
         if details and not partial:
             raise BadRequest(
                 400,
@@ -300,7 +322,7 @@ class ModelMonitor:
                 details[:100],
             )
         now = self.clock()
-        keys = [key for key, _ in valid]
+        keys = [key for key, _, _ in valid]
         failure = None
         if self.shared is not None:
             taken, failure = self._take_shared(keys, now)
@@ -308,21 +330,26 @@ class ModelMonitor:
         else:
             taken = [self.labels.take(key, now) for key in keys]
         outcomes: dict[str, int] = {}
-        joined: dict[str, list[tuple[Pending, Any]]] = {}
-        for (outcome, p), (_, label) in zip(taken, valid, strict=True):
+        # by version and the slice of the label's time (its timestamp, never after now)
+        joined: dict[tuple[str, int], list[tuple[Pending, Any, float]]] = {}
+        slice_seconds = self.state.slice_seconds
+        for (outcome, p), (_, label, ts) in zip(taken, valid, strict=True):
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if p is not None:
-                joined.setdefault(p.version, []).append((p, label))
-        for version, rows in joined.items():
-            self._apply_labels(version, rows, now)
+                at = now if ts is None else min(float(ts), now)
+                joined.setdefault((p.version, int(at // slice_seconds)), []).append((p, label, at))
+        for (version, _), rows in joined.items():
+            self._apply_labels(version, rows)
         # after the joins, so a label that comes just too late counts as expired
         self.labels.purge(now)
         if failure is not None:
             raise failure
         return outcomes, details
 
-    def _apply_labels(self, version: str, rows: list[tuple[Pending, Any]], now: float) -> None:
-        ps = [p for p, _ in rows]
+    def _apply_labels(self, version: str, rows: list[tuple[Pending, Any, float]]) -> None:
+        """Labels joined to predictions of one version, all of one slice: each label's delay
+        is from its prediction's time to its own (never below 0)."""
+        ps = [p for p, _, _ in rows]
         delta, fdelta = label_delta(
             self.layout,
             self.schema,
@@ -330,10 +357,10 @@ class ModelMonitor:
             values=np.fromiter((p.value for p in ps), np.float64, len(ps)),
             scores=np.fromiter((p.score for p in ps), np.float64, len(ps)),
             groups=np.array([p.groups for p in ps], dtype=np.int64).reshape(len(ps), -1),
-            delays=np.fromiter((now - p.time for p in ps), np.float64, len(ps)),
-            labels=[lab for _, lab in rows],
+            delays=np.fromiter((max(at - p.time, 0.0) for p, _, at in rows), np.float64, len(ps)),
+            labels=[lab for _, lab, _ in rows],
         )
-        self.state.add(version, delta, fdelta)
+        self.state.add(version, delta, fdelta, rows[0][2])
 
     def _take_shared(
         self, keys: list[str], now: float
@@ -403,6 +430,8 @@ class ModelMonitor:
         max_str = self.limits["max_string_length"]
         if bad_id(key, max_str):
             return "id", "required: the prediction's id (a string or an integer)"
+        if item.get("timestamp") is not None and (bad := bad_timestamp(item["timestamp"])):
+            return "timestamp", bad
         label = item.get("label")
         classes = self.schema.prediction_classes
         if classes is None:

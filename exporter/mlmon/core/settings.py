@@ -23,6 +23,9 @@ class FeatureSpec:
 class WindowSettings:
     length_seconds: float = 3600.0
     slices: int = 60
+    # an event's timestamp this far ahead of the exporter's clock is still "now" (clock
+    # skew between hosts); further ahead it is clamped to now and counted
+    future_tolerance_seconds: float = 60.0
 
     @property
     def slice_seconds(self) -> float:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -315,6 +317,44 @@ def label_delta(
     return delta, fdelta
 
 
+@dataclass(frozen=True)
+class EventTimes:
+    """When the events of one batch happened, as the window sees them."""
+
+    now: float  # the clock when the batch arrived
+    times: np.ndarray | None  # [N] each event's time, clamped to now; None: all now
+    heads: np.ndarray | None  # [N] each event's slice number (LATE: before the window)
+    late: int  # events older than the window: they enter the all-time totals only
+    future: int  # events stamped beyond the tolerance ahead of now: counted at now
+
+    def time_of(self, i: int) -> float:
+        return self.now if self.times is None else float(self.times[i])
+
+
+LATE = -(2**62)  # the slice number of an event older than the window
+
+
+def event_times(
+    timestamps: list[Any], now: float, slice_seconds: float, slices: int, tolerance: float
+) -> EventTimes:
+    """Each event's time (its `timestamp` in seconds since the epoch, else now) and slice.
+    Up to ``tolerance`` ahead of now is clock skew and counts as now; further ahead is
+    clamped to now and counted as ``future``. An event before the oldest slice still in
+    the window is ``late``. One vectorised pass; a batch without timestamps costs one
+    count of its list."""
+    n = len(timestamps)
+    if timestamps.count(None) == n:
+        return EventTimes(now, None, None, 0, 0)
+    t = np.fromiter((now if x is None else x for x in timestamps), np.float64, n)
+    future = int(np.count_nonzero(t > now + tolerance))
+    t = np.minimum(t, now)
+    head = int(now // slice_seconds)
+    late = t < (head - slices + 1) * slice_seconds
+    heads = (np.where(late, now, t) // slice_seconds).astype(np.int64)
+    heads[late] = LATE
+    return EventTimes(now, t, heads, int(np.count_nonzero(late)), future)
+
+
 class VersionState:
     """Counts of one model version: all-time totals, and a ring of slices for the window."""
 
@@ -349,14 +389,20 @@ class VersionState:
         self.head = head
         self.generation += 1
 
-    def add(self, delta: np.ndarray, fdelta: np.ndarray, now: float) -> None:
-        slot = self.head % self.ring.shape[0]
-        self.ring[slot] += delta
-        self.window += delta
+    def add(
+        self, delta: np.ndarray, fdelta: np.ndarray, now: float, head: int | None = None
+    ) -> None:
+        """Add to the totals, and to the slice ``head`` (default: the current one) when it
+        is still in the window; an older slice's events enter the totals only."""
         self.total += delta
-        self.fring[slot] += fdelta
-        self.fwindow += fdelta
         self.ftotal += fdelta
+        head = self.head if head is None else min(head, self.head)
+        if self.head - head < self.ring.shape[0]:
+            slot = head % self.ring.shape[0]
+            self.ring[slot] += delta
+            self.window += delta
+            self.fring[slot] += fdelta
+            self.fwindow += fdelta
         self.last_update = now
         self.generation += 1
 
@@ -390,6 +436,7 @@ class ModelState:
         self.versions: dict[str, VersionState] = {}
         self.slice_seconds = schema.config.window.slice_seconds
         self.slices = schema.config.window.slices
+        self.future_tolerance = schema.config.window.future_tolerance_seconds
 
     def _head(self, now: float) -> int:
         return int(now // self.slice_seconds)
@@ -417,29 +464,42 @@ class ModelState:
         self.versions[name] = vs
         return vs
 
-    def ingest(self, batch: Batch) -> None:
+    def event_times(self, timestamps: list[Any], now: float) -> EventTimes:
+        """Where each event of a batch belongs in time (see `EventTimes`)."""
+        return event_times(timestamps, now, self.slice_seconds, self.slices, self.future_tolerance)
+
+    def ingest(self, batch: Batch, times: EventTimes | None = None) -> EventTimes:
+        """Add a batch, each event to the slice of its time (`event_times`; by default
+        the batch's timestamps against the clock). Returns the times used."""
+        now = self.clock() if times is None else times.now
+        if times is None:
+            times = self.event_times(batch.timestamps, now)
         if batch.n == 0:
-            return
-        now = self.clock()
+            return times
         head = self._head(now)
-        groups: dict[str, list[int]] = {}
         names = self._folded(batch.versions)
-        for i, v in enumerate(batch.versions):
-            groups.setdefault(names[v], []).append(i)
+        groups: dict[tuple[str, int], list[int]] = {}
+        heads = [head] * batch.n if times.heads is None else times.heads.tolist()
+        for i, (v, h) in enumerate(zip(batch.versions, heads, strict=True)):
+            groups.setdefault((names[v], h), []).append(i)
         # The deltas are computed outside the lock; only the additions hold it. Versions new
         # in this batch are created in order of their share of it: the order versions were
         # first seen names the default champion, and within one batch that is the majority
         # (__other__ last: it must not take a named version's place).
+        share = Counter(names[v] for v in batch.versions)
+        order = sorted(
+            groups.items(), key=lambda item: (item[0][0] == OTHER_VERSION, -share[item[0][0]])
+        )
         deltas = []
-        order = sorted(groups.items(), key=lambda item: (item[0] == OTHER_VERSION, -len(item[1])))
-        for version, rows in order:
+        for (version, h), rows in order:
             sel: np.ndarray | slice = slice(None) if len(groups) == 1 else np.asarray(rows)
-            deltas.append((version, *batch_delta(self.layout, self.schema, batch, sel)))
+            deltas.append((version, h, *batch_delta(self.layout, self.schema, batch, sel)))
         with self.lock:
             for vs in self.versions.values():
                 vs.advance(head)
-            for version, d, fd in deltas:
-                self._version(version, now).add(d, fd, now)
+            for version, h, d, fd in deltas:
+                self._version(version, now).add(d, fd, now, h)
+        return times
 
     def _folded(self, versions: list[str]) -> dict[str, str]:
         """Each distinct version name of a batch, or __other__ where the cap will fold it:
@@ -466,14 +526,19 @@ class ModelState:
                 self.on_limit("max_versions")
         return out
 
-    def add(self, version: str, delta: np.ndarray, fdelta: np.ndarray) -> None:
-        """Add increments (joined labels) to a version's current slice."""
+    def add(
+        self, version: str, delta: np.ndarray, fdelta: np.ndarray, at: float | None = None
+    ) -> None:
+        """Add increments (joined labels) to a version: to the slice of time ``at`` (by
+        default now; in the future: now), or to its totals only when that slice has left
+        the window."""
         now = self.clock()
         head = self._head(now)
+        at_head = head if at is None else min(self._head(min(at, now)), head)
         with self.lock:
             for vs in self.versions.values():
                 vs.advance(head)
-            self._version(version, now).add(delta, fdelta, now)
+            self._version(version, now).add(delta, fdelta, now, at_head)
 
     def snapshot(self) -> list[VersionSnapshot]:
         """Copies of every version's counts, the window advanced to now."""

@@ -31,12 +31,14 @@ def exporter_families(
         rejected = dict(c.rejected)
         events = dict(c.events)
         rejected_events = dict(c.rejected_events)
+        late, future = dict(c.late_events), dict(c.future_events)
         limits = dict(c.limit_hits)
         closed = {("exporter", r): v for r, v in c.connections_closed.items()}
     if proxy is not None:
         closed.update((("proxy", r), v) for r, v in proxy.snapshot()["connections_closed"].items())
     yield _connections_closed(closed)
     yield from _ingest(monitor, requests, rejected, events, rejected_events)
+    yield from _event_times(monitor, late, future)
     yield from _snapshots(monitor)
     if monitor.shared is not None:
         yield from _store(monitor.shared)
@@ -119,6 +121,27 @@ def _ingest(
         fam_r.add_metric([name], rejected_events.get(name, 0))
     yield fam
     yield fam_r
+
+
+def _event_times(
+    monitor: Monitor, late: dict[str, float], future: dict[str, float]
+) -> Iterator[Family]:
+    fam_late = counter(
+        "mlmon_late_events",
+        "Events whose timestamp is older than the window: in the all-time totals only.",
+        labels=["model"],
+    )
+    fam_future = counter(
+        "mlmon_future_events",
+        "Events stamped further ahead of the exporter's clock than window.future_tolerance: "
+        "counted at the exporter's time.",
+        labels=["model"],
+    )
+    for name in monitor.models:
+        fam_late.add_metric([name], late.get(name, 0))
+        fam_future.add_metric([name], future.get(name, 0))
+    yield fam_late
+    yield fam_future
 
 
 def _snapshots(monitor: Monitor) -> Iterator[Family]:
