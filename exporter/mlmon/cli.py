@@ -1,4 +1,5 @@
-"""Command line: `mlmon serve`, `mlmon baseline`, `mlmon check-config`."""
+"""Command line: `mlmon serve`, `baseline`, `check-config`, `check`, `report`, `backfill`,
+`backtest`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mlmon import __version__
 from mlmon.core.baseline import BaselineError, build_profile, read_training_data, write_profile
 from mlmon.core.config import ConfigError, load_config, split_address
 from mlmon.core.fleet import store_settings
+from mlmon.report.command import register as register_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,6 +242,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """A file through the live ingest code as one window: exit 1 when an alert's drift,
+    performance or fairness condition holds, 2 when nothing could be tested."""
+    from mlmon.core import batchcheck, checkreport
+
+    result = batchcheck.run(load_config(args.config), args.model, args.data, args.labels)
+    if args.json:
+        checkreport.write_json(result, args.json)
+    sys.stdout.write(checkreport.text(result))
+    return result.exit_code
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlmon",
@@ -300,6 +314,19 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config and its baselines")
     c.add_argument("--config", "--config.file", dest="config", required=True)
     c.set_defaults(func=cmd_check_config)
+
+    k = sub.add_parser(
+        "check",
+        help="check a file of events (and labels) against the baseline, for CI: "
+        "exit 1 when a drift, performance or fairness condition holds",
+    )
+    k.add_argument("--config", "--config.file", dest="config", required=True)
+    k.add_argument("--model", help="the model to check (default: the config's only model)")
+    k.add_argument("--data", required=True, help="CSV with a header, or JSONL events")
+    k.add_argument("--labels", help='JSONL of {"id": ..., "label": ...}, joined by id')
+    k.add_argument("--json", help="also write the result as JSON to this file")
+    k.set_defaults(func=cmd_check)
+    register_report(sub)  # `mlmon report`: exporter/mlmon/report/command.py
     return p
 
 
