@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
 	    || ! command -v docker-compose >/dev/null || ! command -v redis-server >/dev/null \
-	    || ! command -v openssl >/dev/null; then \
+	    || ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager docker-compose redis-server openssl >/dev/null; \
+	    prometheus prometheus-alertmanager docker-compose redis-server openssl chromium >/dev/null; \
 	fi
 	@promtool --version 2>&1 | head -1
 
