@@ -81,7 +81,20 @@ def test_plain_install_has_no_dev_extras(plain_venv):
     assert out.stdout.strip() == "[]"  # so the runs below prove they do without them
 
 
-@pytest.mark.parametrize("args", [[], ["serve"], ["demo"], ["check-config"], ["baseline"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["serve"],
+        ["demo"],
+        ["check-config"],
+        ["baseline"],
+        ["check"],
+        ["report"],
+        ["backfill"],
+        ["backtest"],
+    ],
+)
 def test_cli_help_works_without_extras_outside_the_repository(plain_venv, tmp_path, args):
     done = subprocess.run(
         [str(plain_venv / "bin/mlmon"), *args, "--help"], capture_output=True, text=True,

@@ -18,8 +18,10 @@ FORBIDDEN = {
     "mlmon.metrics": ("mlmon.http", "mlmon.capture.proxy", "mlmon.demo"),
     "mlmon.http": ("mlmon.capture.proxy", "mlmon.demo"),
     "mlmon.capture": ("mlmon.metrics", "mlmon.demo"),
+    "mlmon.history": ("mlmon.http", "mlmon.capture"),
+    "mlmon.report": ("mlmon.http", "mlmon.metrics", "mlmon.capture", "mlmon.demo"),
 }
-SUBPACKAGES = ("core", "stats", "metrics", "http", "capture", "demo")
+SUBPACKAGES = ("core", "stats", "metrics", "http", "capture", "demo", "history", "report")
 
 
 def module_name(path: Path) -> str:

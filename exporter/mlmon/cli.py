@@ -19,6 +19,7 @@ from mlmon import __version__
 from mlmon.core.baseline import BaselineError, build_profile, read_training_data, write_profile
 from mlmon.core.config import ConfigError, load_config, split_address
 from mlmon.core.fleet import store_settings
+from mlmon.history.command import register as register_history
 from mlmon.report.command import register as register_report
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--json", help="also write the result as JSON to this file")
     k.set_defaults(func=cmd_check)
     register_report(sub)  # `mlmon report`: exporter/mlmon/report/command.py
+    register_history(sub)  # `mlmon backfill`, `mlmon backtest`: exporter/mlmon/history/
     return p
 
 
