@@ -52,6 +52,28 @@ class Params:
     # are about the senders and the exporter, not about one model, so no model sets them.
     ingest_rejected_ratio_max: float = 0.05
     capture_failure_ratio_max: float = 0.05
+    # Seasonal anomaly bands (docs/anomalies.md): each signal's last hour against the same
+    # hour of the week over the last four weeks. The band is the weeks' median plus or
+    # minus anomaly_k robust standard deviations (1.4826 x the weeks' median absolute
+    # deviation), never narrower than the floors below, so a perfectly flat history does
+    # not make a zero-width band.
+    anomaly_k: float = 3.0
+    # Weeks of the last four that must hold the hour before a prediction is made: one
+    # missing week (an outage, the edge of retention) does not blind the band.
+    anomaly_min_weeks: int = 3
+    # Inferences (or labels) an hour below which a deviation does not count: the traffic
+    # and label bands are at least this wide, and an hour with fewer inferences (or
+    # predictions) gives no error ratio, latency or mean prediction to compare.
+    anomaly_min_events: float = 100
+    # Traffic, label arrival and p99 latency: the band is at least this share of the
+    # prediction wide on either side.
+    anomaly_floor_ratio: float = 0.2
+    # Error ratio: the band reaches at least this far above the prediction (a ratio: 0.01 is
+    # one percentage point), so a history without failures still allows a few.
+    anomaly_error_ratio_floor: float = 0.01
+    # Mean prediction: the band is at least this share of the baseline's 10th-90th
+    # percentile range of predictions (values or scores) wide on either side.
+    anomaly_prediction_floor_spread: float = 0.1
 
     @property
     def defaults(self) -> dict[str, float]:

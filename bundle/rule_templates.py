@@ -39,6 +39,7 @@ def values(p: Params) -> dict[str, float | str]:
     out["job_selector"] = p.job_selector
     out["ingest_rejected_ratio_max"] = p.ingest_rejected_ratio_max
     out["capture_failure_ratio_max"] = p.capture_failure_ratio_max
+    out |= {k: v for k, v in vars(p).items() if k.startswith("anomaly_")}
     return out
 
 
