@@ -68,7 +68,7 @@ test: setup model-servers dashboards-schema lint
 	MLMON_SERVERS_VENV=$(SERVERS_VENV) $(PY) -m pytest
 
 demo: setup
-	$(PY) -m mlmon demo --config examples/mlmon.yml
+	$(PY) -m mlmon demo --config examples/mlmon.yml --history-days 22
 
 # Rules, dashboards and the PrometheusRule from bundle/params.py (`python -m bundle --check`
 # tells whether the committed files are up to date).

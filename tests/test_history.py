@@ -365,3 +365,29 @@ def test_recorded_series_are_written_as_a_strict_parser_reads_them():
     assert got[2:] == [({"model": "m"}, float("inf"), 60.0), ({"model": "m"}, -2.0, 120.0)]
     with pytest.raises(ValueError, match="not a label name"):
         list(gauge_lines("x", [({"__name__": "y"}, [(1.0, 1.0)])]))
+
+
+def test_the_demo_history_keeps_time_order_and_its_daily_cycle():
+    from mlmon.demo import history
+
+    start = 1_796_000_400.0 // 86_400 * 86_400  # a midnight (UTC)
+    items = list(history.items(start, start + 2 * 86_400, 0.1))
+    assert [it.at for it in items] == sorted(it.at for it in items)
+    predicted = {it.body["id"]: it.at for it in items if not it.label and "id" in it.body}
+    labels = [it for it in items if it.label]
+    assert labels and all(predicted[x.body["id"]] + 600 == x.at for x in labels)
+    seen: set[str] = set()
+    for it in items:  # every label after its prediction
+        if it.label:
+            assert it.body["id"] in seen
+        elif "id" in it.body:
+            seen.add(it.body["id"])
+
+    def hour(h: int) -> int:
+        return sum(1 for it in items if not it.label and (it.at - start) // 3_600 == h)
+
+    # 0.1/s at 15:00, a third of it at 03:00: about 360 and 120 inferences an hour (the
+    # four bursts of an hour follow the cosine from its start)
+    assert hour(15) == pytest.approx(360, abs=2) and hour(3) == pytest.approx(120, abs=2)
+    failed = sum(1 for it in items if "error" in it.body)
+    assert 0.005 < failed / len(predicted) < 0.02

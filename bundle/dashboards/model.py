@@ -393,8 +393,53 @@ def joint_drift() -> list[Json]:
     ]
 
 
+MODEL_SEL = 'job=~"$job", model="$model"'
+# (title, the signal's recorded name without its last part, that part, unit, what it is)
+BANDS = (
+    ("Traffic", "model:mlmon_inference_requests", "rate1h", "reqps", "inferences per second"),
+    ("Error ratio", "model:mlmon_inference_error_ratio", "ratio_rate1h", "percentunit",
+     "the share of failed inferences"),
+    ("p99 latency", "model:mlmon_inference_latency_seconds", "p99_rate1h", "s",
+     "the 99th percentile of latency"),
+    ("Mean prediction", "model_output:mlmon_prediction", "mean1h", "none",
+     "the mean score (classifiers) or value (regression)"),
+    ("Label arrival", "model:mlmon_labels", "rate1h", "reqps", "labels received per second"),
+)  # fmt: skip
+
+
+def seasonal_bands() -> list[Json]:
+    """Each signal over the last hour, all versions together, against its seasonal
+    prediction (the median of the same hour over the past weeks) and band."""
+    panels = [row("Seasonal bands (the same hour, past weeks)")]
+    for title, name, op, unit, what in BANDS:
+
+        def rule(kind: str, name: str = name, op: str = op) -> str:
+            return f"{name}:{kind}{op}" if kind else f"{name}:{op}"
+
+        panels.append(
+            timeseries(
+                f"{title} against its band",
+                f"{what[0].upper()}{what[1:]} over the last hour (all versions), the usual "
+                "value for this hour of the week (the median of the past 4 weeks; it needs 3 "
+                "of them) and the band the anomaly alerts compare it with (red lines).",
+                unit,
+                [
+                    target(agg("max", rule(""), MODEL_SEL), "last hour"),
+                    target(agg("max", rule("seasonal_"), MODEL_SEL), "usual"),
+                    target(agg("max", rule("upper_"), MODEL_SEL), "band upper"),
+                    target(agg("max", rule("lower_"), MODEL_SEL), "band lower"),
+                ],
+                threshold_legend=("band upper", "band lower"),
+                w=8 if title != "Label arrival" else 16,
+            )
+        )
+    return panels
+
+
 def build(p: Params) -> Json:
-    panels = [*headline(), *service(), *inputs(p), *predictions(), *joint_drift()]
+    panels = [
+        *headline(), *service(), *inputs(p), *predictions(), *joint_drift(), *seasonal_bands()
+    ]  # fmt: skip
     return dashboard(
         p.dashboards["model"].uid,
         "mlmon / Model overview",

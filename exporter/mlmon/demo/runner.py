@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -191,9 +192,11 @@ def start_stack(
     group_wait: str = "10s",
     notify: Callable[[str], None] | None = None,
     extra_targets: tuple[str, ...] = (),
+    history: Path | None = None,
 ) -> DemoStack:
     """Exporter, Prometheus and Alertmanager on 127.0.0.1 with the repository's bundle;
-    Prometheus also scrapes ``extra_targets`` (more exporters, HOST:PORT) as job mlmon."""
+    Prometheus also scrapes ``extra_targets`` (more exporters, HOST:PORT) as job mlmon,
+    and starts with the blocks in ``history`` (`demo.history.build`) in its storage."""
     notify = notify or (lambda line: None)
     webhooks = WebhookSink(on_post=_alert_printer(notify))
     smtp = SmtpSink(on_message=lambda m: notify(f"email: {m['Subject']}"))
@@ -223,7 +226,11 @@ def start_stack(
             alertmanager=f"127.0.0.1:{alertmanager_port}",
             interval=interval,
         )
-        prom = stack.start_prometheus(prom_cfg, workdir / "prometheus", prometheus_port)
+        if history is not None:
+            _install_blocks(history, workdir / "prometheus" / "data")
+        prom = stack.start_prometheus(
+            prom_cfg, workdir / "prometheus", prometheus_port, extra_args=(RETENTION,)
+        )
         servers.append(prom)
     except BaseException:
         for server in reversed(servers):
@@ -232,6 +239,18 @@ def start_stack(
         smtp.close()
         raise
     return DemoStack(exporter, prom, am, webhooks, smtp, servers)
+
+
+# The seasonal anomaly bands compare an hour with the same hour of the last 4 weeks.
+RETENTION = "--storage.tsdb.retention.time=35d"
+
+
+def _install_blocks(blocks: Path, data: Path) -> None:
+    """Copy the history's blocks into Prometheus's storage (before it starts)."""
+    data.mkdir(parents=True, exist_ok=True)
+    for block in blocks.iterdir():
+        if block.is_dir() and not (data / block.name).exists():
+            shutil.copytree(block, data / block.name)
 
 
 def _alert_printer(notify: Callable[[str], None]) -> Callable[[str, dict[str, Any]], None]:
@@ -308,6 +327,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--alert-for", default="1m", help="every alert's `for:` in the demo (the rules say 10-15m)"
     )
+    ap.add_argument(
+        "--history-days",
+        type=float,
+        default=0.0,
+        help="first backfill this many days of past traffic with a daily cycle "
+        "(22 give the seasonal anomaly bands their 3 weeks)",
+    )
     return ap
 
 
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    blocks = _history(Path(args.config), workdir, args.history_days)
     demo = start_stack(
         root,
         Path(args.config),
@@ -349,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         args.alertmanager_port,
         alert_for=args.alert_for,
         notify=lambda line: print(f"  >> notification {line}", flush=True),
+        history=blocks,
     )
     try:
         print(_banner(demo, workdir, args), flush=True)
@@ -357,6 +385,25 @@ def main(argv: list[str] | None = None) -> int:
         demo.stop()
     print("demo stopped")
     return 0
+
+
+def _history(config: Path, workdir: Path, days: float) -> Path | None:
+    """Blocks of ``days`` of past traffic, ending an hour before now; None for none."""
+    if days <= 0:
+        return None
+    from mlmon.demo import history
+
+    print(f"backfilling {days:g} days of history ...", flush=True)
+    end = (time.time() // 3600 - 1) * 3600
+    shutil.rmtree(workdir / "history", ignore_errors=True)
+    started = time.monotonic()
+    blocks, stats = history.build(load_config(config), workdir / "history", days, end)
+    print(
+        f"  {stats.events} events and {stats.labels} labels in {stats.steps} steps, "
+        f"{time.monotonic() - started:.0f}s",
+        flush=True,
+    )
+    return blocks
 
 
 def _banner(demo: DemoStack, workdir: Path, args: argparse.Namespace) -> str:

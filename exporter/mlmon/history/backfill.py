@@ -15,7 +15,7 @@ import dataclasses
 import math
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,26 +66,33 @@ def _timed(rows: Iterator[tuple[str, Any]], label: bool) -> Iterator[Item]:
 
 def run(cfg: Config, req: BackfillRequest) -> ReplayStats:
     """Replay the log and write the OpenMetrics file (and the blocks with ``tsdb``)."""
+    schema = Monitor(offline_config(cfg, req.model)).models[req.model].schema
+    streams = [_timed(event_rows(req.data, schema), False)]
+    if req.labels is not None:
+        streams.append(_timed(label_rows(req.labels), True))
+    stats = replay_items(cfg, req, merged(*streams))
+    if stats.steps == 0:
+        raise ReplayError(f"{req.data.name}: no events")
+    return stats
+
+
+def replay_items(cfg: Config, req: BackfillRequest, items: Iterable[Item]) -> ReplayStats:
+    """Replay time-ordered items (predictions and labels) through a fresh monitor of
+    ``req.model``, writing ``req.output`` (and the blocks with ``req.tsdb``)."""
     if not (req.step >= 1.0 and math.isfinite(req.step)):
         raise FileError(f"--step must be at least 1s, got {req.step}")
     clock = ReplayClock()
     monitor = Monitor(offline_config(cfg, req.model), clock=clock)
-    m = monitor.models[req.model]
     collector = MlmonCollector(monitor)
     writer = TimestampedWriter({"job": req.job, "instance": req.instance}, req.output.parent)
     try:
-        streams = [_timed(event_rows(req.data, m.schema), False)]
-        if req.labels is not None:
-            streams.append(_timed(label_rows(req.labels), True))
-        stats = replay(
-            m, clock, merged(*streams), req.step, lambda at: writer.add(_scrape(collector), at)
-        )
-        if stats.steps == 0:
-            raise ReplayError(f"{req.data.name}: no events")
-        writer.write(req.output)
+        m = monitor.models[req.model]
+        stats = replay(m, clock, items, req.step, lambda at: writer.add(_scrape(collector), at))
+        if stats.steps:
+            writer.write(req.output)
     finally:
         writer.close()
-    if req.tsdb is not None:
+    if stats.steps and req.tsdb is not None:
         create_blocks(req.output, req.tsdb)
     return stats
 

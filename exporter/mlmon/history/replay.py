@@ -108,15 +108,13 @@ def _scrape(clock: ReplayClock, at: float, on_step: Callable[[float], None], s: 
 
 
 def _flush(m: ModelMonitor, clock: ReplayClock, batch: list[Item], s: ReplayStats) -> None:
-    """Ingest the buffered items, predictions and labels in their order, each run of one
-    kind as one request, the clock at the latest time so far."""
-    while batch:
-        kind = batch[0].label
-        run = 0
-        while run < len(batch) and batch[run].label == kind:
-            run += 1
-        part = batch[:run]
-        del batch[:run]
+    """Ingest the buffered items: the predictions as one request, then the labels as
+    another (a label's prediction, earlier in time, is then always in first), each with
+    the clock at its latest time so far. A buffer never spans a step boundary."""
+    for kind in (False, True):
+        part = [it for it in batch if it.label == kind]
+        if not part:
+            continue
         clock.now = max(clock.now, max(it.at for it in part))
         bodies = [it.body for it in part]
         try:
@@ -128,6 +126,7 @@ def _flush(m: ModelMonitor, clock: ReplayClock, batch: list[Item], s: ReplayStat
                 s.events += len(part)
         except BadRequest as e:
             raise ReplayError(_first_problem(e, part)) from None
+    batch.clear()
 
 
 def _first_problem(e: BadRequest, part: list[Item]) -> str:
