@@ -17,6 +17,10 @@ TRAINING_ROWS = 20_000
 SEED = 1
 
 
+# a fixed build date, so the committed profile is what this script writes
+CREATED_AT = "2026-11-30T00:00:00Z"
+
+
 def example_profiles() -> dict[Path, str]:
     cfg = load_config(HERE / "mlmon.yml")
     model = cfg.model("credit-risk")
@@ -26,7 +30,8 @@ def example_profiles() -> dict[Path, str]:
         rows = synthetic.events(synthetic.credit_spec(), TRAINING_ROWS, SEED, attributions=True)
         synthetic.write_csv(rows, data)
         names = [f.name for f in model.features or ()]
-        profile = build_profile(model, read_training_data(data, names, progress=False))
+        data = read_training_data(data, names, progress=False)
+        profile = build_profile(model, data, created_at=CREATED_AT)
     return {model.baseline: dumps(profile)}
 
 

@@ -14,6 +14,7 @@ from mlmon.core.baseline import (
     dumps,
     load_profile,
     read_training_data,
+    write_profile,
 )
 from mlmon.core.config import parse_config
 from mlmon.demo import synthetic
@@ -76,10 +77,31 @@ def test_deterministic_and_csv_equals_jsonl(tmp_path, training):
     spec, _, csv_path, jsonl_path = training
     m = _model(tmp_path, spec.config_features(), positive_class=1)
     names = list(spec.config_features())
-    a = dumps(build_profile(m, read_training_data(csv_path, names, False)))
-    b = dumps(build_profile(m, read_training_data(csv_path, names, False)))
-    c = dumps(build_profile(m, read_training_data(jsonl_path, names, False)))
+    at = "2026-11-30T12:00:00Z"
+    a = dumps(build_profile(m, read_training_data(csv_path, names, False), created_at=at))
+    b = dumps(build_profile(m, read_training_data(csv_path, names, False), created_at=at))
+    c = dumps(build_profile(m, read_training_data(jsonl_path, names, False), created_at=at))
     assert a == b == c
+
+
+def test_the_build_date_is_recorded_and_exported_but_not_hashed(tmp_path, training):
+    """Two builds of the same data at different times: the same content hash, each with
+    its own date; the exporter exports the date as seconds since the epoch."""
+    from mlmon.core.monitor import Monitor
+
+    spec, _, csv_path, _ = training
+    m = _model(tmp_path, spec.config_features(), positive_class=1)
+    data = read_training_data(csv_path, list(spec.config_features()), False)
+    one = build_profile(m, data, created_at="2026-01-02T03:04:05Z")
+    two = build_profile(m, data)
+    assert one["hash"] == two["hash"] and one["created_at"] != two["created_at"]
+    assert two["created_at"].endswith("Z") and len(two["created_at"]) == 20
+    write_profile(one, m.baseline)
+    assert load_profile(m.baseline)["created_at"] == "2026-01-02T03:04:05Z"
+    cfg = parse_config({"models": [{"name": m.name, "task": "binary", "positive_class": 1,
+                                    "baseline": str(m.baseline)}]}, tmp_path)  # fmt: skip
+    schema = Monitor(cfg).models[m.name].schema
+    assert schema.baseline_created == 1767323045.0  # date -u -d 2026-01-02T03:04:05Z +%s
 
 
 def test_kinds_are_inferred_when_the_config_omits_them(tmp_path, training):

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -361,7 +362,8 @@ def test_baseline_identity_is_the_profiles(report):
     [row] = _cells(report.read_text(), "baseline")
     assert row[0][0] == profile["hash"]
     assert row[2][1] == profile["rows"]
-    assert row[1][0] == "binary" and row[6][0] == "not exported"
+    built = datetime.fromisoformat(profile["created_at"].replace("Z", "+00:00"))
+    assert row[1][0] == "binary" and row[6][0] == built.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def test_fired_alerts_match_prometheus_alerts_api(report, report_stack):

@@ -487,8 +487,12 @@ def calibration_table(
     }
 
 
-def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
-    """The profile as a plain dict (see module docstring); raises BaselineError on bad data."""
+def build_profile(
+    model: ModelConfig, data: TrainingRows, created_at: str | None = None
+) -> dict[str, Any]:
+    """The profile as a plain dict (see module docstring); raises BaselineError on bad data.
+    ``created_at`` (RFC 3339, UTC; default now) says when it was built: metadata, left out
+    of the content hash, so the same data gives the same hash whenever it is built."""
     if data.rows == 0:
         raise BaselineError("the training data has no rows")
     d = model.drift
@@ -554,6 +558,7 @@ def build_profile(model: ModelConfig, data: TrainingRows) -> dict[str, Any]:
                 profile["calibration"] = calibration_table(
                     scores, data.labels, positive, data.from_text
                 )
+    profile["created_at"] = created_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     profile["hash"] = content_hash(profile)
     return profile
 
@@ -620,8 +625,12 @@ def _class_sort_key(c: str) -> tuple[int, float | str]:
         return (1, c)
 
 
+# when a profile was built: metadata, not content
+UNHASHED = ("hash", "created_at")
+
+
 def content_hash(profile: dict[str, Any]) -> str:
-    body = {k: v for k, v in profile.items() if k != "hash"}
+    body = {k: v for k, v in profile.items() if k not in UNHASHED}
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
 

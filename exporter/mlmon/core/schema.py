@@ -9,6 +9,7 @@ operations and the drift statistics run over all features at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -299,6 +300,18 @@ class ModelSchema:
     @property
     def baseline_rows(self) -> int:
         return int(self.profile["rows"])
+
+    @property
+    def baseline_created(self) -> float | None:
+        """When the baseline was built or last re-baselined (seconds since the epoch), or
+        None for a profile that does not say (built before profiles carried a date)."""
+        text = self.profile.get("rebaselined_at") or self.profile.get("created_at")
+        if not isinstance(text, str):
+            return None
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
 
 
 @dataclass

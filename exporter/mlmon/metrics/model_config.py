@@ -20,6 +20,13 @@ def model_info(f: Families, m: ModelMonitor) -> None:
     f.gauge(
         "mlmon_baseline_rows", "Rows of training data behind the baseline.", ["model"]
     ).add_metric([name], s.baseline_rows)
+    if s.baseline_created is not None:
+        f.gauge(
+            "mlmon_baseline_created_timestamp_seconds",
+            "When the baseline was built (mlmon baseline) or last re-baselined, in seconds "
+            "since the epoch.",
+            ["model"],
+        ).add_metric([name], s.baseline_created)
     f.gauge(
         "mlmon_window_seconds",
         "Length of the sliding window behind every windowed gauge.",

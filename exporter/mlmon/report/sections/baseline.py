@@ -1,7 +1,8 @@
 """The baseline's identity: the content hash each replica exports (`mlmon_model_info`), the
-training rows behind it (`mlmon_baseline_rows`), the task, how many replicas exported it and
-when Prometheus saw it in the range. The exporter does not export when a baseline was built
-(the profile carries no date): the first time a hash was seen is what there is."""
+training rows behind it (`mlmon_baseline_rows`), when it was built or re-baselined
+(`mlmon_baseline_created_timestamp_seconds`; absent for a profile built before profiles
+carried a date), the task, how many replicas exported it and when Prometheus saw it in the
+range."""
 
 from __future__ import annotations
 
@@ -11,27 +12,36 @@ from mlmon.report.series import by_labels
 from mlmon.report.span import utc
 
 NO_DATE = (
-    "The exporter does not export the date a baseline was built (the profile holds no date): "
-    "\u201cfirst seen\u201d is the first step of this range at which Prometheus had the hash, "
-    "so a hash already in use at the start of the range shows the range's start."
+    "A baseline without a build date was built before profiles carried one (rebuild it with "
+    "mlmon baseline to record it). \u201cFirst seen\u201d is the first step of this range at "
+    "which Prometheus had the hash, so a hash already in use at the start of the range shows "
+    "the range's start."
 )
 
 
-def build(ctx: Context) -> Section:
-    sel = ctx.selector()
-    replicas = ctx.over_range(f"count by (baseline_hash, task) (mlmon_model_info{sel})")
-    rows_of = by_labels(
+def _per_hash(ctx: Context, metric: str, sel: str) -> dict:
+    """A per-model gauge joined to the baseline hash each replica exports."""
+    return by_labels(
         ctx.over_range(
-            f"max by (baseline_hash) (mlmon_baseline_rows{sel}"
+            f"max by (baseline_hash) ({metric}{sel}"
             " * ignoring (baseline_hash, task) group_left (baseline_hash)"
             f" mlmon_model_info{sel})"
         ),
         ("baseline_hash",),
     )
-    rows = []
+
+
+def build(ctx: Context) -> Section:
+    sel = ctx.selector()
+    replicas = ctx.over_range(f"count by (baseline_hash, task) (mlmon_model_info{sel})")
+    rows_of = _per_hash(ctx, "mlmon_baseline_rows", sel)
+    built_of = _per_hash(ctx, "mlmon_baseline_created_timestamp_seconds", sel)
+    rows, undated = [], False
     for s in sorted(replicas, key=lambda s: s.first_time or 0.0):
         first, last = s.points[0][0], s.points[-1][0]
         rows_series = rows_of.get((s.label("baseline_hash"),))
+        built = built_of.get((s.label("baseline_hash"),))
+        undated = undated or not built or built.last is None
         rows.append(
             (
                 text(s.label("baseline_hash") or "(none)"),
@@ -40,7 +50,7 @@ def build(ctx: Context) -> Section:
                 cell(s.peak, "count"),
                 text(utc(first) + (" (start of range)" if first <= ctx.span.start else "")),
                 text(utc(last)),
-                text("not exported"),
+                text(utc(built.last) if built and built.last is not None else "not recorded"),
             )
         )
     columns = (
@@ -62,5 +72,6 @@ def build(ctx: Context) -> Section:
         )
     if not rows:
         blocks = [Note("Prometheus has no mlmon_model_info for this model in the range.")]
-    blocks.append(Note(NO_DATE))
+    if undated:
+        blocks.append(Note(NO_DATE))
     return Section("baseline", "Baseline", tuple(blocks))
