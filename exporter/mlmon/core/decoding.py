@@ -92,6 +92,13 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest(400, "malformed_body", f"undecodable JSON: {e}") from None
 
 
+def is_plain_json(content_type: str | None) -> bool:
+    """A body of plain JSON (no content type means JSON), not NDJSON or a +json type."""
+    if not content_type:
+        return True
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 def decode_events(
     body: bytes, content_type: str, list_key: str = "events", max_items: int | None = None
 ) -> list[Any]:

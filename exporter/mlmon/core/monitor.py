@@ -32,6 +32,7 @@ from mlmon.core.fields import Batch, bad_class, bad_id, bad_timestamp, finite_nu
 from mlmon.core.groundtruth import LabelStore, Pending
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import EventTimes, Layout, ModelState, VersionSnapshot, label_delta
+from mlmon.core.typedrows import RowDecoder
 from mlmon.stats import attribution, drift, evaluation, joint
 
 log = logging.getLogger("mlmon")
@@ -115,6 +116,7 @@ class ModelMonitor:
         self._groups_lock = threading.Lock()
         self._cache: dict[str, tuple[Any, ...]] = {}
         self._cache_lock = threading.Lock()
+        self._rows: RowDecoder | None = None  # the typed decoder of the current schema
 
     @property
     def name(self) -> str:
@@ -158,6 +160,20 @@ class ModelMonitor:
             batch.group_idx = self._group_indices(batch.groups)
         self._apply(batch)
         return batch, details
+
+    def ingest_typed(self, body: bytes) -> Batch | None:
+        """A row body through the typed fast path (`typedrows`): the applied Batch when every
+        event in it is valid, else None, with nothing applied (`ingest` decides then)."""
+        rows = self._rows
+        if rows is None or rows.schema is not self.schema or rows.limits is not self.limits:
+            rows = self._rows = RowDecoder(self.schema, self.limits)
+        batch = rows.batch(body)
+        if batch is None:
+            return None
+        if self.schema.config.sensitive_attributes:
+            batch.group_idx = self._group_indices(batch.groups)
+        self._apply(batch)
+        return batch
 
     def _apply(self, batch: Batch) -> None:
         """Add a parsed batch to the windows, each event at its time, and keep the

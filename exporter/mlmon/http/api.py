@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from mlmon.core.decoding import BadRequest, decode_events, gunzip
+from mlmon.core.decoding import BadRequest, decode_events, gunzip, is_plain_json
 from mlmon.core.groundtruth import OUTCOMES
 from mlmon.core.monitor import ModelMonitor, Monitor
 from mlmon.http.auth import Tokens
@@ -124,8 +124,15 @@ class Api:
     ) -> Reply:
         def apply(m: ModelMonitor, raw: bytes) -> Reply:
             limit = self.monitor.config.limits["max_batch_events"]
-            events = decode_events(raw, content_type or "", max_items=limit)
-            if len(events) == 1 and type(events[0]) is dict and "columns" in events[0]:
+            # a valid row batch decodes typed; anything else takes the checks that explain it
+            typed = m.ingest_typed(raw) if is_plain_json(content_type) else None
+            if typed is not None:
+                batch, details = typed, []
+            elif (
+                len(events := decode_events(raw, content_type or "", max_items=limit)) == 1
+                and type(events[0]) is dict
+                and "columns" in events[0]
+            ):
                 # the columnar form: {"columns": {"features": {name: [...]}, ...}}
                 batch, details = m.ingest_columns(events[0]["columns"]), []
             else:
