@@ -18,16 +18,18 @@ it accepts, `parse_events` accepts too and turns into the same Batch
 from __future__ import annotations
 
 import math
+from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from mlmon.core.baseline import OTHER
 from mlmon.core.catalog import NAME_RE
 from mlmon.core.fields import Batch, failure_index, tracked_score
-from mlmon.core.schema import ModelSchema
+from mlmon.core.schema import CategoricalBlock, ModelSchema
 from mlmon.core.values import label_text
 
 # Integers are taken within 64 bits (signed), a subset of what the row checks accept for
@@ -62,9 +64,9 @@ class RowDecoder:
         self.usable = not schema.embeddings and len(schema.feature_kinds) <= int(
             limits["max_features_per_event"]
         )
-        self._decoder = msgspec.json.Decoder(_envelope(schema, limits))
-        self._numeric = _getter(schema.inputs_numeric)
-        self._categorical = _getter(schema.categorical.names)
+        envelope, features = _types(schema, limits)
+        self._decoder = msgspec.json.Decoder(envelope)
+        self.no_features = features()  # every value missing: a failed call's
 
     def batch(self, body: bytes) -> Batch | None:
         """The body as a Batch when every event in it is valid, else None."""
@@ -79,17 +81,8 @@ class RowDecoder:
         return _to_batch(self, events)
 
 
-def _getter(names: tuple[str, ...]) -> Any:
-    """An event's values of ``names`` as a tuple (one C call), or None without names."""
-    if not names:
-        return None
-    if len(names) == 1:
-        get = attrgetter(names[0])
-        return lambda f: (get(f),)
-    return attrgetter(*names)
-
-
-def _envelope(schema: ModelSchema, limits: dict[str, int]) -> type:
+def _types(schema: ModelSchema, limits: dict[str, int]) -> tuple[type, type]:
+    """The type of a valid body, and of an event's features (numeric ones first)."""
     max_str = limits["max_string_length"]
     text = Annotated[str, msgspec.Meta(max_length=max_str)]
     label = text | _INT | bool
@@ -119,14 +112,16 @@ def _envelope(schema: ModelSchema, limits: dict[str, int]) -> type:
     else:
         fields.append(("scores", None, None))  # only null: scores are refused for regression
     event = msgspec.defstruct("Event", fields, forbid_unknown_fields=True)
-    return msgspec.defstruct(
+    envelope = msgspec.defstruct(
         "Envelope",
         [("events", Annotated[list[event], msgspec.Meta(max_length=limits["max_batch_events"])])],
         forbid_unknown_fields=True,
     )
+    return envelope, features
 
 
 def _to_batch(dec: RowDecoder, events: list[Any]) -> Batch | None:
+    """The decoded events as a Batch, or None when the row checks must decide."""
     schema = dec.schema
     n = len(events)
     cols = Columns(*zip(*map(_FIELDS, events), strict=True))
@@ -138,14 +133,14 @@ def _to_batch(dec: RowDecoder, events: list[Any]) -> Batch | None:
         return None
     feats = cols.features
     if failed:  # a failed call's inputs are not profiled
-        feats = tuple(f if e is None else None for f, e in zip(feats, cols.error, strict=True))
-    x = _numeric(dec, feats, n)
-    if x is None:
-        return None
+        none = dec.no_features
+        feats = tuple(f if e is None else none for f, e in zip(feats, cols.error, strict=True))
+    rows = list(map(astuple, feats))
+    f = len(schema.inputs_numeric)
     return Batch(
         n=n,
-        x_num=x,
-        cat_idx=_categorical(dec, feats, n),
+        x_num=_numeric(rows, f),
+        cat_idx=_categorical(schema.categorical, rows, f),
         ids=list(cols.id),
         timestamps=list(cols.timestamp),
         groups=list(cols.groups),
@@ -209,30 +204,27 @@ def _outcomes(schema: ModelSchema, cols: Columns, failed: int) -> dict[str, Any]
     }
 
 
-def _numeric(dec: RowDecoder, feats: tuple[Any, ...], n: int) -> np.ndarray | None:
-    """The [n, F] numeric matrix (NaN: missing), or None when a value overflows a float."""
-    names = dec.schema.inputs_numeric
-    if not names:
+def _numeric(rows: list[tuple[Any, ...]], f: int) -> np.ndarray:
+    """The [n, F] numeric matrix (NaN: missing) from each event's feature values (numeric
+    first). msgspec gives only finite floats and 64-bit integers, so every value fits."""
+    n = len(rows)
+    if not f:
         return np.empty((n, 0))
-    get = dec._numeric
-    empty = (None,) * len(names)
-    try:
-        x = np.array([empty if f is None else get(f) for f in feats], dtype=np.float64)
-    except OverflowError:
-        return None
-    if np.isinf(x).any():
-        return None
-    return x.reshape(n, len(names))
+    values = [r[:f] for r in rows]
+    try:  # one pass in C when no value is missing
+        return np.fromiter(chain.from_iterable(values), np.float64, count=n * f).reshape(n, f)
+    except TypeError:  # a null: numpy turns it into NaN
+        return np.array(values, dtype=np.float64).reshape(n, f)
 
 
-def _categorical(dec: RowDecoder, feats: tuple[Any, ...], n: int) -> np.ndarray:
-    block = dec.schema.categorical
+def _categorical(block: CategoricalBlock, rows: list[tuple[Any, ...]], f: int) -> np.ndarray:
+    """The [n, G] category indices (-1: missing) from each event's feature values, whose
+    categorical ones follow the ``f`` numeric ones."""
+    n = len(rows)
     if not len(block):
         return np.full((n, 0), -1, dtype=np.int64)
-    get = dec._categorical
-    empty = (None,) * len(block)
-    cols = zip(*[empty if f is None else get(f) for f in feats], strict=True)
     out = np.empty((len(block), n), dtype=np.int64)
+    cols = zip(*[r[f:] for r in rows], strict=True)
     for j, (col, vocab) in enumerate(zip(cols, block.vocab, strict=True)):
         other = len(vocab)
         out[j] = [
