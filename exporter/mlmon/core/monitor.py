@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -256,38 +257,35 @@ class ModelMonitor:
     def _remember(self, batch: Batch, times: EventTimes) -> None:
         """Successful predictions with an id wait for their label, with their event time:
         in the label store, or in the store shared by the replicas."""
-        rows = [i for i, key in enumerate(batch.ids) if key is not None]
-        if not rows:
-            return
-        if not batch.ok.all():
-            rows = [i for i in rows if batch.ok[i]]
-        at = [times.time_of(i) for i in rows]
-        versions = batch.versions
-        predicted = batch.pred_idx.tolist()
-        value = batch.pred_value.tolist()
-        score = batch.score.tolist()
-        if batch.group_idx.size:
-            gi = [tuple(g) for g in batch.group_idx.tolist()]
-        else:
-            gi = [()] * batch.n
         ids = batch.ids
-        keys = [ids[i] if type(ids[i]) is str else str(ids[i]) for i in rows]
-        if self.shared is not None:
-            self._remember_shared(
-                keys,
-                [
-                    (versions[i], t, predicted[i], value[i], score[i], gi[i])
-                    for i, t in zip(rows, at, strict=True)
-                ],
-            )
-            return
-        self.labels.put_many(
-            keys,
-            [
-                Pending(versions[i], t, predicted[i], value[i], score[i], gi[i])
-                for i, t in zip(rows, at, strict=True)
-            ],
+        ok = batch.ok.all()
+        if ok and None not in ids:  # the usual batch: every event, column by column
+            pick: Callable[[list], list] = list
+            rows = range(batch.n)
+        else:
+            rows = [i for i, key in enumerate(ids) if key is not None and batch.ok[i]]
+            if not rows:
+                return
+            get = itemgetter(*rows)
+            pick = (lambda c: list(get(c))) if len(rows) > 1 else (lambda c: [get(c)])
+        at = [times.now] * len(rows) if times.times is None else pick(times.times.tolist())
+        if batch.group_idx.size:
+            gi = pick(list(map(tuple, batch.group_idx.tolist())))
+        else:
+            gi = [()] * len(rows)
+        columns = (
+            pick(batch.versions),
+            at,
+            pick(batch.pred_idx.tolist()),
+            pick(batch.pred_value.tolist()),
+            pick(batch.score.tolist()),
+            gi,
         )
+        keys = [k if type(k) is str else str(k) for k in pick(ids)]
+        if self.shared is not None:
+            self._remember_shared(keys, list(zip(*columns, strict=True)))
+            return
+        self.labels.put_many(keys, list(map(Pending, *columns)))
 
     def _remember_shared(self, keys: list[str], rows: list[tuple]) -> None:
         """Join records to the shared store's queue. A group past limits.max_groups goes as
