@@ -275,3 +275,158 @@ def test_every_render_is_timed_and_exported_by_the_next_scrape(tmp_path):
         assert samples[("mlmon_scrape_render_seconds_bucket", (("le", "+Inf"),))] == n
     total = samples[("mlmon_scrape_render_seconds_sum", ())]
     assert 0 < total < 10
+
+
+def _plain_text(families) -> str:
+    """Exposition text written the slow, obvious way: one `go_float` and one label
+    escape per sample (the reference of the renderer's bulk paths, byte for byte)."""
+    from mlmon.metrics.exposition import go_float, header
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    out = []
+    for fam in families:
+        out.append(header(fam))
+        for suffix, values, value in fam.samples:
+            names = (*fam.labelnames, "le") if suffix == "_bucket" else fam.labelnames
+            pairs = ",".join(f'{n}="{esc(str(v))}"' for n, v in zip(names, values, strict=True))
+            labels = "{" + pairs + "}" if values else ""
+            out.append(f"{fam.name}{suffix}{labels} {go_float(float(value))}\n")
+    return "".join(out)
+
+
+def _fresh(collector):
+    from mlmon.metrics.families import Families
+
+    families = Families()
+    for unit in collector.units():
+        unit.build(families)
+    return [*collector._sidecar(), *families.all()]
+
+
+def _without_render_times(text: str) -> str:
+    return "".join(
+        line + "\n" for line in text.splitlines() if "mlmon_scrape_render_seconds" not in line
+    )
+
+
+def test_cached_blocks_write_what_fresh_families_write_byte_for_byte(tmp_path):
+    """Every model of every monitor: the cached text equals, byte for byte, the plain
+    writing of families built afresh — at the first scrape, when nothing changed (every
+    unit reused but the label join), and after one version changed (only that version,
+    the version comparisons and the label join written again)."""
+    from mlmon.metrics.collector import MlmonCollector
+    from mlmon.metrics.exposition import Renderer
+    from test_docs import loaded_monitors
+
+    for mon in loaded_monitors(tmp_path):
+        collector, renderer = MlmonCollector(mon), Renderer()
+        models = len(mon.models)
+        _check_blocks(collector, renderer)
+        written = collector.blocks.written
+        _check_blocks(collector, renderer)
+        assert collector.blocks.written - written == models  # the label joins alone
+        m = mon.models.get(MODEL)
+        if m is not None and m.state.snapshot():
+            rows = synthetic.events(synthetic.credit_spec(), 3, seed=9, version="v1")
+            m.ingest(synthetic.without_labels(rows))
+            written = collector.blocks.written
+            _check_blocks(collector, renderer)
+            assert collector.blocks.written - written == models + 2
+
+
+def _check_blocks(collector, renderer) -> None:
+    fast = _without_render_times(renderer.render(collector.families()).decode())
+    assert fast == _without_render_times(_plain_text(_fresh(collector)))
+
+
+def test_a_threshold_or_a_new_version_rewrites_what_shows_it(small_env):
+    """Reused text never goes stale: a runtime threshold rewrites the blocks that show it,
+    a new version gets its own block beside the unchanged one's."""
+    from mlmon.metrics.collector import MlmonCollector
+    from mlmon.metrics.exposition import Renderer
+
+    mon = small_env.monitor(FakeClock())
+    collector, renderer = MlmonCollector(mon), Renderer()
+    m = mon.models[MODEL]
+    events = synthetic.without_labels(synthetic.events(small_env.spec, 300, seed=2, version="a"))
+    m.ingest(events)
+
+    def scrape() -> dict:
+        from helpers import parse_metrics
+
+        text = renderer.render(collector.families()).decode()
+        assert _without_render_times(text) == _without_render_times(_plain_text(_fresh(collector)))
+        return parse_metrics(text)
+
+    before = scrape()
+    key = ("mlmon_threshold_drift_psi_min", (("model", MODEL),))
+    mon.put_thresholds(MODEL, {"drift_psi_min": 0.123})
+    after = scrape()
+    assert before[key] != 0.123 and after[key] == 0.123
+    for e in events:
+        e["version"] = "b"
+    m.ingest(events[:50])
+    versions = {dict(k[1])["version"] for k in scrape() if k[0] == "mlmon_window_events"}
+    assert versions == {"a", "b"}
+
+
+def test_bulk_values_are_written_as_go_float_writes_each():
+    """The renderer's bulk formatting (orjson for plain floats, integers, the rest one by
+    one) against prometheus_client's floatToGoString per value, on the edges of every
+    path and on a million random floats of every magnitude."""
+    from mlmon.metrics.exposition import _format_values
+    from prometheus_client.utils import floatToGoString
+
+    edges = [0.0, -0.0, 1.0, -1.0, 0.1 + 0.2, 1e-4, 9.999e-05, -1e-4, 1e-7, 5e-324,
+             999999.0, 999999.9999999999, 1e6, 1234567.0, 12345678.9, 1e10, 123456789012.0,
+             9999999999999998.0, 1e16, 1e22, -1e6, -1234567.5, -1e16, 2.5e-05, 2**53,
+             float("nan"), float("inf"), -float("inf"), 1.7976931348623157e308]  # fmt: skip
+    rng = np.random.default_rng(7)
+    mags = 10 ** rng.uniform(-12, 20, 1_000_000) * rng.choice([-1, 1], 1_000_000)
+    ints = rng.integers(-(10**7), 10**7, 10_000).astype(float)
+    for values in (edges, mags.tolist(), ints.tolist(), [3, 4, 5], [np.int64(7), 0.5]):
+        got = _format_values(values)
+        assert got == [floatToGoString(v) + "\n" for v in values]
+    assert _format_values([]) == []
+
+
+def test_families_with_escapes_specials_counters_and_histograms_match_the_client():
+    """A family of each kind with label values that need escapes and every kind of value,
+    written by the renderer and by the block cache: equal to generate_latest's samples and
+    to the plain writer byte for byte."""
+    from mlmon.metrics.blocks import BlockCache, Unit
+    from mlmon.metrics.exposition import Family, Renderer
+
+    def build(f):
+        g = f.gauge("g", "a gauge", ["a", "b"])
+        for i, v in enumerate([0.5, float("nan"), float("inf"), -float("inf"), 1e300, 3e-9,
+                               -0.0, 7, 2**40, 1234567.0]):  # fmt: skip
+            g.add_metric(['q"uo\\te', f"new\nline {i}"], v)
+        c = f.counter("c", "a counter", ["k"])
+        c.add_many([("é",), ("x",)], np.array([1.0, 2e7]))
+        h = f.histogram("h_seconds", "a histogram", ["m"])
+        h.add(["m1"], (-1.5, 0.0, 2.5e-05, 1e6), [1, 2, 3, 4], 5, -0.5)
+        cum, counts, sums = np.array([[1, 3], [2, 2]]), np.array([4, 2]), np.array([1.5, 0.0])
+        h.add_histograms([("m2",), ("m3",)], [(0.1, 1.0), (1.0,)], cum, counts, sums)
+
+    from mlmon.metrics.families import Families
+
+    families = Families()
+    build(families)
+    fams = list(families.all())
+    plain = _plain_text(fams)
+    assert Renderer().render(fams).decode() == plain
+    cache = BlockCache()
+    for _ in range(2):  # written, then reused
+        blocks = cache.render([Unit("u", (1,), build)])
+        assert Renderer().render(blocks).decode() == plain
+    assert cache.written == 1
+    assert _semantic(plain) == _semantic(generate_latest_of([f.to_metric() for f in fams]))
+    # many histograms gathered at once hold what one `add` per histogram holds
+    one_by_one = Family("h_seconds", "a histogram", "histogram", ["m"])
+    one_by_one.add(["m1"], (-1.5, 0.0, 2.5e-05, 1e6), [1, 2, 3, 4], 5, -0.5)
+    one_by_one.add(["m2"], (0.1, 1.0), [1, 3], 4, 1.5)
+    one_by_one.add(["m3"], (1.0,), [2], 2, 0.0)
+    assert fams[2].samples == one_by_one.samples

@@ -9,6 +9,7 @@ leaves the window. Memory depends on the schema only, never on the length of the
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -355,6 +356,12 @@ def event_times(
     return EventTimes(now, t, heads, int(np.count_nonzero(late)), future)
 
 
+# Every change of any version's counts takes the next number, so a generation never comes
+# back, not even for a version retired and created again under its name: what is cached
+# per version (drift, /metrics text) is keyed by it.
+GENERATIONS = itertools.count(1)
+
+
 class VersionState:
     """Counts of one model version: all-time totals, and a ring of slices for the window."""
 
@@ -367,7 +374,7 @@ class VersionState:
         self.ftotal = np.zeros(layout.fsize)
         self.head = head
         self.last_update = now
-        self.generation = 0
+        self.generation = next(GENERATIONS)
 
     def advance(self, head: int) -> None:
         steps = head - self.head
@@ -387,7 +394,7 @@ class VersionState:
         # Float sums are re-added rather than subtracted, so rounding never accumulates.
         self.fwindow = self.fring.sum(axis=0)
         self.head = head
-        self.generation += 1
+        self.generation = next(GENERATIONS)
 
     def add(
         self, delta: np.ndarray, fdelta: np.ndarray, now: float, head: int | None = None
@@ -404,7 +411,7 @@ class VersionState:
             self.fring[slot] += fdelta
             self.fwindow += fdelta
         self.last_update = now
-        self.generation += 1
+        self.generation = next(GENERATIONS)
 
 
 @dataclass

@@ -21,6 +21,7 @@ binary model with one numeric feature produces::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -40,7 +41,8 @@ from mlmon.metrics import (
     sidecar,
     versions,
 )
-from mlmon.metrics.exposition import Family, RenderTimes
+from mlmon.metrics.blocks import BlockCache, Unit
+from mlmon.metrics.exposition import Block, Family, RenderTimes
 from mlmon.metrics.families import Families
 
 
@@ -49,25 +51,64 @@ class MlmonCollector(Collector):
         self.monitor = monitor
         self.proxy = proxy
         self.render_times = RenderTimes()  # the /metrics renderer records into it
+        self.blocks = BlockCache()
 
     def collect(self) -> Iterator[Metric]:
-        """The families as prometheus_client metrics (the registry's interface)."""
-        for fam in self.families():
+        """The families as prometheus_client metrics (the registry's interface), built
+        afresh at every call: the reference the cached text is tested against."""
+        for fam in self._sidecar():
+            yield fam.to_metric()
+        families = Families()
+        for unit in self.units():
+            unit.build(families)
+        for fam in families.all():
             yield fam.to_metric()
 
-    def families(self) -> Iterator[Family]:
-        """Every family of this scrape, for `exposition.Renderer`."""
+    def families(self) -> Iterator[Family | Block]:
+        """Every family of this scrape, for `exposition.Renderer`: the sidecar's built
+        afresh, the models' as text blocks, each unit written again only when it changed."""
+        yield from self._sidecar()
+        yield from self.blocks.render(self.units())
+
+    def _sidecar(self) -> Iterator[Family]:
         yield from sidecar.exporter_families(self.monitor, self.proxy, self.render_times)
         yield from feedback.families(self.monitor)
         if self.proxy is not None:
             yield from sidecar.proxy_families(self.proxy)
-        families = Families()
+
+    def units(self) -> Iterator[Unit]:
+        """Every model's units, in the order their families come (see `blocks`)."""
         for model in self.monitor.models.values():
-            _model(families, model)
-        yield from families.all()
+            yield from _units(model)
 
 
-def _model(f: Families, m: ModelMonitor) -> None:
+def _units(m: ModelMonitor) -> Iterator[Unit]:
+    schema = m.schema
+    keep = (m, schema)
+    thresholds = tuple(sorted(m.thresholds.items()))
+    model = (id(m), id(schema), thresholds)
+    yield Unit(("model", m.name), model, partial(_settings, m=m), keep)
+    views = m.views()
+    yield Unit(("labels", m.name), None, partial(performance.label_join, m=m))
+    generations = tuple((v.snapshot.version, v.snapshot.generation) for v in views)
+    yield Unit(
+        ("versions", m.name),
+        (*model, generations),
+        partial(versions.comparisons, m=m, views=views),
+        keep,
+    )
+    groups = tuple(len(g) for g in m.group_names)
+    for view in views:
+        snap = view.snapshot
+        yield Unit(
+            ("version", m.name, snap.version),
+            (*model, groups, snap.generation),
+            partial(_version, m=m, view=view),
+            keep,
+        )
+
+
+def _settings(f: Families, m: ModelMonitor) -> None:
     model_config.model_info(f, m)
     model_config.minimum_counts(f, m)
     model_config.thresholds(f, m)
@@ -76,11 +117,6 @@ def _model(f: Families, m: ModelMonitor) -> None:
     performance.baseline_error(f, m)
     attributions.baseline(f, m)
     drift.joint_baseline(f, m)
-    views = m.views()
-    performance.label_join(f, m)
-    versions.comparisons(f, m, views)
-    for view in views:
-        _version(f, m, view)
 
 
 def _version(f: Families, m: ModelMonitor, view: VersionView) -> None:

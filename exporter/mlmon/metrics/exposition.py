@@ -18,6 +18,7 @@ from itertools import accumulate, repeat
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client.metrics_core import Metric
 
 _INF = math.inf
@@ -36,7 +37,7 @@ def go_float(v: float) -> str:
     dot = s.find(".")
     if v > 0 and dot > 6:
         mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
+        return f"{mantissa}e+{dot - 1:02d}"
     return s
 
 
@@ -49,10 +50,10 @@ def _escape_help(v: str) -> str:
 
 
 class Family:
-    """One metric family. Samples are (name suffix, label values, value); histogram bucket
-    samples carry the `le` value as their last label value."""
+    """One metric family, its samples held as columns: name suffixes, label values and
+    values; histogram bucket samples carry the `le` value as their last label value."""
 
-    __slots__ = ("doc", "kind", "labelnames", "name", "samples")
+    __slots__ = ("doc", "kind", "label_values", "labelnames", "name", "suffixes", "values")
 
     def __init__(
         self,
@@ -66,19 +67,31 @@ class Family:
         self.doc = doc
         self.kind = kind
         self.labelnames = tuple(labels)
-        self.samples: list[tuple[str, tuple[str, ...], float]] = []
+        self.suffixes: list[str] = []
+        self.label_values: list[tuple[str, ...]] = []
+        self.values: list[float] = []
         if value is not None:
             self.add_metric((), value)
 
+    @property
+    def samples(self) -> list[tuple[str, tuple[str, ...], float]]:
+        """(name suffix, label values, value) of every sample."""
+        return list(zip(self.suffixes, self.label_values, self.values, strict=True))
+
     def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(("_total" if self.kind == "counter" else "", tuple(labels), value))
+        self.suffixes.append("_total" if self.kind == "counter" else "")
+        self.label_values.append(tuple(labels))
+        self.values.append(value)
 
     def add_many(self, labels: Iterable[tuple[str, ...]], values: Iterable[float]) -> None:
         """`add_metric` for many label tuples and their values at once."""
-        suffix = "_total" if self.kind == "counter" else ""
-        if isinstance(values, np.ndarray):
-            values = values.tolist()
-        self.samples.extend(zip(repeat(suffix), labels, values))
+        labels = labels if type(labels) is list else list(labels)
+        values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        if len(labels) != len(values):
+            raise ValueError(f"{self.name}: {len(labels)} label sets, {len(values)} values")
+        self.label_values += labels
+        self.values += values
+        self.suffixes += repeat("_total" if self.kind == "counter" else "", len(labels))
 
     def add(
         self,
@@ -93,18 +106,43 @@ class Family:
         base = tuple(labels)
         les = _le_texts(bounds)
         key = (base, les)
-        bucket_labels = _BUCKET_LABELS.get(key)
-        if bucket_labels is None:
-            if len(_BUCKET_LABELS) > 100_000:
-                _BUCKET_LABELS.clear()
-            bucket_labels = _BUCKET_LABELS[key] = [(*base, le) for le in les]
-        if isinstance(cumulative, np.ndarray):
-            cumulative = cumulative.tolist()
-        samples = self.samples
-        samples.extend(zip(repeat("_bucket"), bucket_labels, cumulative))
-        samples.append(("_bucket", (*base, "+Inf"), count))
-        samples.append(("_count", base, count))
-        samples.append(("_sum", base, total))
+        rows = _HISTOGRAM_ROWS.get(key)
+        if rows is None:
+            if len(_HISTOGRAM_ROWS) > 100_000:
+                _HISTOGRAM_ROWS.clear()
+            rows = _HISTOGRAM_ROWS[key] = [(*base, le) for le in (*les, "+Inf")] + [base, base]
+        cum = cumulative.tolist() if isinstance(cumulative, np.ndarray) else list(cumulative)
+        if len(cum) != len(les):
+            raise ValueError(f"{self.name}: {len(les)} bounds but {len(cum)} counts")
+        values = self.values
+        values += cum
+        values += (count, count, total)
+        self.label_values += rows
+        self.suffixes += _histogram_suffixes(len(les))
+
+    def add_histograms(
+        self,
+        labels: list[tuple[str, ...]],
+        bounds: Sequence[Sequence[float]],
+        cumulative: np.ndarray,
+        counts: np.ndarray,
+        sums: np.ndarray,
+    ) -> None:
+        """`add` for many histograms at once: histogram j has the label values
+        ``labels[j]``, the bounds ``bounds[j]`` and its cumulative counts at them in row j
+        of ``cumulative`` (padded beyond its bounds), its count and sum in ``counts[j]``
+        and ``sums[j]``. The values are gathered from the arrays in one step."""
+        key = (tuple(labels), tuple(map(tuple, bounds)), cumulative.shape[1])
+        plan = _HISTOGRAM_PLANS.get(key)
+        if plan is None:
+            if len(_HISTOGRAM_PLANS) > 10_000:
+                _HISTOGRAM_PLANS.clear()
+            plan = _HISTOGRAM_PLANS[key] = _histogram_plan(*key)
+        rows, suffixes, index = plan
+        table = np.column_stack([cumulative, counts, counts, sums]).astype(np.float64)
+        self.values += table.ravel()[index].tolist()
+        self.label_values += rows
+        self.suffixes += suffixes
 
     def to_metric(self) -> Metric:
         m = Metric(self.name, self.doc, self.kind)
@@ -114,8 +152,37 @@ class Family:
         return m
 
 
+def _histogram_suffixes(bounds: int) -> tuple[str, ...]:
+    suffixes = _SUFFIXES.get(bounds)
+    if suffixes is None:
+        suffixes = _SUFFIXES[bounds] = ("_bucket",) * (bounds + 1) + ("_count", "_sum")
+    return suffixes
+
+
+def _histogram_plan(
+    labels: tuple[tuple[str, ...], ...], bounds: tuple[tuple[float, ...], ...], width: int
+) -> tuple[list[tuple[str, ...]], list[str], np.ndarray]:
+    """The label values and suffixes of `add_histograms`' samples, and where each sample's
+    value sits in the flattened [cumulative | count | count | sum] table."""
+    rows: list[tuple[str, ...]] = []
+    suffixes: list[str] = []
+    index: list[int] = []
+    stride = width + 3
+    for j, (base, b) in enumerate(zip(labels, bounds, strict=True)):
+        les = _le_texts(b)
+        rows += [(*base, le) for le in (*les, "+Inf")] + [base, base]
+        suffixes += _histogram_suffixes(len(les))
+        start = j * stride
+        index += [*range(start, start + len(les)), start + width, start + width + 1]
+        index.append(start + width + 2)
+    return rows, suffixes, np.asarray(index, dtype=np.intp)
+
+
+_SUFFIXES: dict[int, tuple[str, ...]] = {}
+_HISTOGRAM_PLANS: dict[tuple, tuple[list[tuple[str, ...]], list[str], np.ndarray]] = {}
+# (label values, `le` texts) -> the label values of the histogram's samples
+_HISTOGRAM_ROWS: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, ...]]] = {}
 _LE_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
-_BUCKET_LABELS: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, ...]]] = {}
 
 
 def _le_texts(bounds: Iterable[float]) -> tuple[str, ...]:
@@ -151,6 +218,21 @@ class RenderTimes:
         return list(accumulate(counts[:-1])), sum(counts), total
 
 
+class Block:
+    """A family already written out, header and sample lines, which `Renderer.render` copies
+    as it is (see `blocks.BlockCache`)."""
+
+    __slots__ = ("name", "text")
+
+    def __init__(self, name: str, text: bytes) -> None:
+        self.name = name
+        self.text = text
+
+
+# per family: (suffixes, label values, line starts) of the samples it had when last written
+Seen = dict[str, tuple[list[str], list[tuple[str, ...]], list[str]]]
+
+
 class Renderer:
     """Writes families as exposition text, caching each sample's label part."""
 
@@ -160,10 +242,7 @@ class Renderer:
         # sample name -> label values -> 'name{a="x"} '
         self._prefix: dict[str, dict[tuple[str, ...], str]] = {}
         self._size = 0
-        # family name -> (suffixes, label values, line starts) of its last scrape
-        self._families: dict[
-            str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], list[str]]
-        ] = {}
+        self._seen: Seen = {}
 
     def _line_prefix(self, name: str, names: tuple[str, ...], values: tuple[str, ...]) -> str:
         if self._size > self.MAX_CACHED:
@@ -180,55 +259,94 @@ class Renderer:
         self._size += 1
         return p
 
-    def render(self, families: Iterable[Family]) -> bytes:
-        out: list[str] = []
-        append = out.append
-        cache = self._prefix
+    def render(self, families: Iterable[Family | Block]) -> bytes:
+        items = list(families)
+        fams = [f for f in items if type(f) is not Block]
+        written = iter(self.write(fams, self._seen))
+        return b"".join(
+            f.text if type(f) is Block else (header(f) + next(written)).encode() for f in items
+        )
+
+    def lines(self, fam: Family, seen: Seen) -> str:
+        return self.write([fam], seen)[0]
+
+    def write(self, families: list[Family], seen: Seen) -> list[str]:
+        """The sample lines of each family, the values of all of them formatted in one go;
+        ``seen`` keeps each family's line starts for the next call."""
+        starts = [self._line_starts(fam, seen) for fam in families]
+        values: list[float] = []
         for fam in families:
-            header = fam.name + "_total" if fam.kind == "counter" else fam.name
-            append(f"# HELP {header} {_escape_help(fam.doc)}\n# TYPE {header} {fam.kind}\n")
-            if not fam.samples:
-                continue
-            names = fam.labelnames
-            bucket_names = (*names, "le")
-            base = fam.name
-            suffixes, label_values, values = zip(*fam.samples, strict=True)
-            # the same series as at the last scrape (the usual case): the same line starts,
-            # found by one comparison of tuples in C instead of a lookup per sample
-            seen = self._families.get(base)
-            if seen is not None and seen[0] == suffixes and seen[1] == label_values:
-                prefixes = seen[2]
-            else:
-                prefixes = []
-                last, by_values = None, {}
-                for suffix, lv in zip(suffixes, label_values, strict=True):
-                    if suffix != last:
-                        last = suffix
-                        by_values = cache.get(base + suffix) or {}
-                    p = by_values.get(lv)
-                    if p is None:
-                        ln = bucket_names if suffix == "_bucket" else names
-                        p = self._line_prefix(base + suffix, ln, lv)
-                        by_values = cache[base + suffix]
-                    prefixes.append(p)
-                self._families[base] = (suffixes, label_values, prefixes)
-            append("\n".join(map(str.__add__, prefixes, _format_values(values))))
-            append("\n")
-        return "".join(out).encode()
+            values += fam.values
+        texts = _format_values(values)
+        out, i = [], 0
+        for s in starts:
+            j = i + len(s)
+            parts: list[str] = [""] * (2 * len(s))
+            parts[::2] = s
+            parts[1::2] = texts[i:j]
+            out.append("".join(parts))
+            i = j
+        return out
+
+    def _line_starts(self, fam: Family, seen: Seen) -> list[str]:
+        # the same series as at the last scrape (the usual case): the same line starts,
+        # found by one comparison of lists in C instead of a lookup per sample
+        last = seen.get(fam.name)
+        if last is not None and last[1] == fam.label_values and last[0] == fam.suffixes:
+            return last[2]
+        prefixes = self._prefixes(fam, fam.suffixes, fam.label_values)
+        seen[fam.name] = (fam.suffixes, fam.label_values, prefixes)
+        return prefixes
+
+    def _prefixes(
+        self, fam: Family, suffixes: list[str], label_values: list[tuple[str, ...]]
+    ) -> list[str]:
+        names = fam.labelnames
+        bucket_names = (*names, "le")
+        base = fam.name
+        cache = self._prefix
+        prefixes = []
+        last, by_values = None, {}
+        for suffix, lv in zip(suffixes, label_values, strict=True):
+            if suffix != last:
+                last = suffix
+                by_values = cache.get(base + suffix) or {}
+            p = by_values.get(lv)
+            if p is None:
+                ln = bucket_names if suffix == "_bucket" else names
+                p = self._line_prefix(base + suffix, ln, lv)
+                by_values = cache[base + suffix]
+            prefixes.append(p)
+        return prefixes
 
 
-def _format_values(values: tuple[Any, ...]) -> list[str]:
-    """Every value as `go_float` writes it: the repr of a list formats them all in one call;
-    only NaN, infinities and numbers of a million or more need a second look."""
+def header(fam: Family) -> str:
+    name = fam.name + "_total" if fam.kind == "counter" else fam.name
+    return f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n"
+
+
+def _format_values(values: list[Any]) -> list[str]:
+    """Every value as `go_float` writes it, each followed by a newline.
+
+    orjson writes a whole array at once, in C, with the shortest digits that read back as
+    the same float: Python's repr, for every value from 1e-4 up to 1e16 (checked against
+    repr on 80 million random floats; tests/test_collector.py keeps checking). NaN,
+    infinities, magnitudes below 1e-4 (repr uses an exponent there) and numbers of a million
+    or more (where Go does) are written one by one by `go_float`."""
     arr = np.asarray(values, dtype=np.float64)
-    if np.isfinite(arr).all() and np.abs(arr).max() < 1e6:
-        ints = arr.astype(np.int64)
-        if np.array_equal(ints, arr):
-            # counts: integers print much faster than floats (-0.0 prints as 0.0)
-            return [t + ".0" for t in repr(ints.tolist())[1:-1].split(", ")]
-    texts = repr(arr.tolist())[1:-1].split(", ")
-    special = ~np.isfinite(arr) | (arr >= 1e6)
-    if special.any():
-        for i in np.flatnonzero(special).tolist():
-            texts[i] = go_float(float(arr[i]))
-    return texts
+    mag = np.abs(arr)
+    plain = (arr < 1e6) & (mag < 1e16) & ((mag >= 1e-4) | (arr == 0))  # False for NaN
+    if plain.all():
+        return _orjson_texts(arr)
+    out = np.empty(arr.size, dtype=object)
+    if plain.any():
+        out[plain] = _orjson_texts(arr[plain])
+    out[~plain] = [go_float(v) + "\n" for v in arr[~plain].tolist()]
+    return out.tolist()
+
+
+def _orjson_texts(arr: np.ndarray) -> list[str]:
+    if not arr.size:
+        return []
+    text = orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return (text[1:-1].replace(",", "\n,") + "\n").split(",")

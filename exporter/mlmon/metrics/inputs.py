@@ -48,11 +48,13 @@ def _baseline_values(f: Families, m: ModelMonitor) -> None:
         "numeric feature, on the same buckets as mlmon_feature_value.",
         ["model", "feature"],
     )
-    cum = num.coarse_cumulative(num.ref_counts)
-    totals = num.ref_counts.sum(axis=-1)
-    for j, feat in enumerate(num.names):
-        edges = num.coarse_edges[j]
-        fam.add([m.name, feat], edges, cum[j, : len(edges)], totals[j], num.ref_sum[j])
+    fam.add_histograms(
+        [(m.name, feat) for feat in num.names],
+        num.coarse_edges,
+        num.coarse_cumulative(num.ref_counts),
+        num.ref_counts.sum(axis=-1),
+        num.ref_sum,
+    )
 
 
 def _baseline_missing(f: Families, m: ModelMonitor) -> None:
@@ -103,12 +105,13 @@ def _numeric(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> 
         [*MV, "feature"],
     )
     counts = v(t, lay.num_bins)
-    cum = num.coarse_cumulative(counts).tolist()
-    totals = counts.sum(axis=-1).tolist()
-    sums = v(ft, lay.num_sum).tolist()
-    for j, feat in enumerate(num.names):
-        edges = num.coarse_edges[j]
-        fam.add([*mv, feat], edges, cum[j][: len(edges)], totals[j], sums[j])
+    fam.add_histograms(
+        [(*mv, feat) for feat in num.names],
+        num.coarse_edges,
+        num.coarse_cumulative(counts),
+        counts.sum(axis=-1),
+        v(ft, lay.num_sum),
+    )
     fam = f.counter(
         "mlmon_feature_out_of_range",
         "Values of a numeric feature outside the baseline's [min, max].",
