@@ -90,13 +90,23 @@ def ks(
         cdf2 = np.cumsum(live, axis=-1) / n2[..., None]
         d = np.abs(cdf1 - cdf2).max(axis=-1)
         en = n1 * n2 / (n1 + n2)
-        if p_value == "kstwo":
-            p = _st.kstwo.sf(d, np.maximum(np.round(en), 1.0))
-        else:
-            p = _sp.kolmogorov(np.sqrt(en) * d)
-    p = np.clip(p, 0.0, 1.0)
+        p = np.clip(ks_p_value(d, en, p_value), 0.0, 1.0)
     valid = (n1 > 0) & (n2 > 0)
     return np.where(valid, d, np.nan), np.where(valid, p, np.nan)
+
+
+def ks_p_value(d: np.ndarray, en: np.ndarray, method: str = "kolmogorov") -> np.ndarray:
+    """The p-value of KS statistics ``d`` at effective sample sizes ``en`` (n1 n2 /
+    (n1 + n2)), by ``method`` (see `ks`); not clipped."""
+    if method == "kstwo":
+        return _st.kstwo.sf(d, np.maximum(np.round(en), 1.0))
+    return _sp.kolmogorov(np.sqrt(en) * d)
+
+
+def chi_squared_p_value(stat: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """The p-value of chi-squared statistics with ``dof`` degrees of freedom; 1 where there
+    are none (a single non-empty bin)."""
+    return np.where(dof > 0, _sp.chdtrc(np.maximum(dof, 1), stat), 1.0)
 
 
 def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +125,7 @@ def chi_squared(ref: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarr
         t2 = np.where(e2 > 0, (live - e2) ** 2 / np.where(e2 > 0, e2, 1.0), 0.0)
     stat = (t1 + t2).sum(axis=-1)
     dof = (col > 0).sum(axis=-1) - 1
-    p = np.where(dof > 0, _sp.chdtrc(np.maximum(dof, 1), stat), 1.0)
+    p = chi_squared_p_value(stat, dof)
     valid = (n1[..., 0] > 0) & (n2[..., 0] > 0)
     return np.where(valid, stat, np.nan), np.where(valid, p, np.nan)
 
@@ -144,22 +154,30 @@ def adjust_p_values(p: np.ndarray, method: str) -> np.ndarray:
     """Multiple-testing correction across one model's features. NaN stays NaN and does not
     count towards the number of tests."""
     p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    m = int(ok.sum())
+    ok = p == p  # not NaN
+    m = int(np.count_nonzero(ok))
     if m == 0 or method == "none":
-        out[ok] = p[ok]
-        return out
-    vals = p[ok]
+        return p.copy()
+    every = m == p.size  # the usual case: no masking
+    vals = p if every else p[ok]
     if method == "bonferroni":
-        out[ok] = np.minimum(vals * m, 1.0)
-        return out
-    if method != "benjamini-hochberg":
+        adjusted = np.minimum(vals * m, 1.0)
+    elif method == "benjamini-hochberg":
+        adjusted = _benjamini_hochberg(vals)
+    else:
         raise ValueError(f"unknown correction {method!r}")
+    if every:
+        return adjusted
+    out = np.full_like(p, np.nan)
+    out[ok] = adjusted
+    return out
+
+
+def _benjamini_hochberg(vals: np.ndarray) -> np.ndarray:
+    m = vals.size
     order = np.argsort(vals)
     ranked = vals[order] * m / np.arange(1, m + 1)
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(ranked, 1.0)
-    out[ok] = adjusted
-    return out
+    return adjusted

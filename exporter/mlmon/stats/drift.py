@@ -6,7 +6,8 @@ A feature counts as *drifted* only when its p-value, corrected across the model'
 shifts significant; the floor keeps those from paging anyone. No value is reported for a
 feature until the window holds ``min_samples`` present values of it.
 
-Pure: numpy arrays in, a `DriftReport` out.
+Pure: numpy arrays in, a `DriftReport` out (the reference side of each schema is laid out
+once and kept, `drift_plan`).
 """
 
 from __future__ import annotations
@@ -15,22 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlmon.core.schema import CategoricalBlock, ModelSchema, NumericBlock
+from mlmon.core.schema import ModelSchema
 from mlmon.stats import divergences as stats
+from mlmon.stats import drift_plan
 
 NUMERIC_METHODS = ("psi", "js", "ks", "wasserstein")
 CATEGORICAL_METHODS = ("psi", "js", "chi2")
-
-
-@dataclass
-class BlockScores:
-    """Every method's value per column; NaN where the window is too small."""
-
-    n: np.ndarray
-    scores: dict[str, np.ndarray]
-    p_value: np.ndarray  # of the block's test (KS or chi-squared)
-    effect: np.ndarray  # the effect size compared with the floor
-    test: str
 
 
 @dataclass
@@ -65,45 +56,6 @@ class DriftReport:
         return int(self.reported.sum())
 
 
-def numeric_scores(
-    block: NumericBlock, live: np.ndarray, min_samples: int, p_value: str = "kolmogorov"
-) -> BlockScores:
-    ref = block.ref_counts
-    n = live.sum(axis=-1)
-    enough = n >= min_samples
-    ref_c, live_c = block.ref_coarse, block.coarse_counts(live)
-    d, p = stats.ks(ref, live, p_value, ref_cdf=block.ref_ks_cdf)
-    scores = {
-        "psi": stats.psi(ref_c, live_c, ref_p=block.ref_coarse_p),
-        "js": stats.jensen_shannon(ref_c, live_c, ref_p=block.ref_coarse_p),
-        "ks": d,
-        "wasserstein": stats.wasserstein(
-            ref, live, block.points, ref_cdf=block.ref_fine_cdf, gaps=block.point_gaps
-        )
-        / block.spread,
-    }
-    nan = np.full(n.shape, np.nan)
-    scores = {k: np.where(enough, v, nan) for k, v in scores.items()}
-    p = np.where(enough, p, nan)
-    return BlockScores(n=n, scores=scores, p_value=p, effect=scores["ks"], test="ks")
-
-
-def categorical_scores(block: CategoricalBlock, live: np.ndarray, min_samples: int) -> BlockScores:
-    ref = block.ref_counts
-    n = live.sum(axis=-1)
-    enough = n >= min_samples
-    stat, p = stats.chi_squared(ref, live)
-    scores = {
-        "psi": stats.psi(ref, live, ref_p=block.ref_p),
-        "js": stats.jensen_shannon(ref, live, ref_p=block.ref_p),
-        "chi2": stat,
-    }
-    nan = np.full(n.shape, np.nan)
-    scores = {k: np.where(enough, v, nan) for k, v in scores.items()}
-    p = np.where(enough, p, nan)
-    return BlockScores(n=n, scores=scores, p_value=p, effect=scores["psi"], test="chi2")
-
-
 def evaluate(
     schema: ModelSchema,
     num_live: np.ndarray,
@@ -112,61 +64,150 @@ def evaluate(
     score_live: np.ndarray,
     thresholds: dict[str, float],
 ) -> DriftReport:
-    """Drift of one version's window (counts on the schema's bins) against the baseline."""
+    """Drift of one version's window (counts on the schema's bins) against the baseline.
+
+    Every test of every feature and output is one row of one padded matrix
+    (`drift_plan`), so a window costs a fixed number of numpy calls whatever the number
+    of features; the reference side is laid out once per baseline."""
+    live = (num_live, cat_live, pred_live, score_live)
+    plan = drift_plan.plan_for(schema, live)
     settings = schema.config.drift
-    alpha = thresholds["drift_alpha"]
-    floors = {"ks": thresholds["drift_ks_min"], "chi2": thresholds["drift_psi_min"]}
-    num = numeric_scores(schema.numeric, num_live, settings.min_samples, settings.ks_p_value)
-    cat = categorical_scores(schema.categorical, cat_live, settings.min_samples)
-    f_num, f_cat = len(schema.numeric), len(schema.categorical)
-    methods = dict.fromkeys(NUMERIC_METHODS + CATEGORICAL_METHODS)
-    scores = {
-        m: np.concatenate(
-            [num.scores.get(m, np.full(f_num, np.nan)), cat.scores.get(m, np.full(f_cat, np.nan))]
-        )
-        for m in methods
-    }
-    p = np.concatenate([num.p_value, cat.p_value])
-    effect = np.concatenate([num.effect, cat.effect])
-    floor = np.concatenate([np.full(f_num, floors["ks"]), np.full(f_cat, floors["chi2"])])
-    p_adj = stats.adjust_p_values(p, settings.correction)
-    reported = ~np.isnan(p)
-    with np.errstate(invalid="ignore"):
-        drifted = reported & (p_adj < alpha) & (effect >= floor)
-    report = DriftReport(
-        features=schema.numeric.names + schema.categorical.names,
-        kinds=("numeric",) * f_num + ("categorical",) * f_cat,
-        n=np.concatenate([num.n, cat.n]),
-        scores=scores,
-        test=("ks",) * f_num + ("chi2",) * f_cat,
+    counts = np.zeros((plan.rows, plan.width), dtype=num_live.dtype)
+    for source, rows, cols in plan.fills:
+        counts[rows, cols] = live[source]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values, n = _row_values(plan, counts, settings.min_samples, settings.ks_p_value)
+        report = _feature_report(plan, values, n, settings.correction, thresholds)
+    report.outputs.extend(_outputs(plan, values, n, thresholds))
+    return report
+
+
+_LOG2 = np.log(2.0)
+_sum = np.add.reduce  # ndarray.sum without its Python wrapper
+
+
+def _row_values(
+    plan: drift_plan.DriftPlan, counts: np.ndarray, min_samples: int, ks_p_value: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """[VALUES, rows] every value of every row (NaN where the row's kind has none, where
+    it has fewer than min_samples values, and for a test's statistic and p-value where
+    either side is empty), and [rows] the number of values in each row."""
+    cum = np.cumsum(counts, axis=1, out=counts)  # counts are integers: exact
+    n_col = cum[:, -1:]
+    n = n_col[:, 0].copy()  # the report keeps it: not a view that holds the whole matrix
+    out = np.full((len(drift_plan.VALUES), plan.rows), np.nan)
+    a = plan.numeric_rows
+    bounds = cum.take(plan.bucket_index)
+    buckets = bounds[:, 1:] - bounds[:, :-1]
+    _psi_js(plan, buckets / n_col, out)
+    _ks_wasserstein(plan, cum[:a], n_col[:a], ks_p_value, out[:, :a])
+    _chi_squared(plan, buckets[a:], n_col[a:], out[:, a:])
+    enough = n >= min_samples
+    tested = enough & (n > 0) & plan.n1_pos
+    return np.where(np.where(plan.needs_both, tested, enough), out, np.nan), n
+
+
+def _ks_wasserstein(
+    plan: drift_plan.DriftPlan, cum: np.ndarray, n_col: np.ndarray, method: str, out: np.ndarray
+) -> None:
+    """KS statistic (out[2]) and p-value (out[5]), Wasserstein distance in units of the
+    baseline's spread (out[3]) of the numeric rows, as `divergences.ks` and
+    `divergences.wasserstein` compute them, equal to rounding: the live CDF here is the
+    cumulative counts over the total, as KS has it, where `wasserstein` summed
+    proportions, and the gaps between points come divided by the spread already. One
+    buffer serves the whole chain (fewer cold cache lines after other work)."""
+    gap = np.divide(cum, n_col)
+    np.abs(np.subtract(plan.ref_cdf, gap, out=gap), out=gap)
+    d = gap.max(axis=1, out=out[2])
+    _sum(np.multiply(gap, plan.spread_gaps, out=gap), axis=1, out=out[3])
+    n1, n2 = plan.n1_num, n_col[:, 0]
+    p = stats.ks_p_value(d, n1 * n2 / (n1 + n2), method)
+    np.clip(p, 0.0, 1.0, out=out[5])
+
+
+def _psi_js(plan: drift_plan.DriftPlan, q: np.ndarray, out: np.ndarray) -> None:
+    """PSI (out[0]) and Jensen–Shannon distance (out[1]) of the live proportions ``q``
+    per bucket, as `divergences.psi` and `divergences.jensen_shannon` compute them. A
+    bucket empty on both sides adds (eps - eps) * log(1) = 0 to PSI, so PSI needs no
+    mask. (scipy's ``rel_entr`` would fold each Jensen–Shannon side into one call, but
+    its logarithm is not numpy's, and a distance near 0 amplifies that difference.)"""
+    p, pf = plan.ref_p, plan.ref_p_floor
+    qf = np.maximum(q, stats.PSI_EPSILON)
+    _sum((qf - pf) * np.log(qf / pf), axis=1, out=out[0])
+    m = (p + q) / 2.0
+    p_terms = _sum(np.where(plan.ref_p_pos, p * np.log(p / m), 0.0), axis=1)
+    q_terms = _sum(np.where(q > 0, q * np.log(q / m), 0.0), axis=1)
+    div = (p_terms + q_terms) / 2.0
+    # `jensen_shannon` takes m as 1 where it is NaN (an empty reference or window): its
+    # distance there is 0, never NaN; fmax makes the NaN this code gets 0 the same way
+    np.sqrt(np.fmax(div / _LOG2, 0.0), out=out[1])
+
+
+def _chi_squared(
+    plan: drift_plan.DriftPlan, live: np.ndarray, n2: np.ndarray, out: np.ndarray
+) -> None:
+    """Chi-squared statistic (out[4]) and p-value (out[5]) of the categorical rows, as
+    `divergences.chi_squared` computes them, equal to rounding: with d = ref n2 - live n1
+    (exact on counts), (ref - e1)^2 / e1 + (live - e2)^2 / e2 = d^2 / (col n1 n2). Bins
+    empty on both sides are dropped; a side with no values at all is masked by the
+    caller."""
+    ref, n1 = plan.ref_counts_cat, plan.n1_cat_col
+    col = ref + live
+    seen = col > 0
+    d = ref * n2 - live * n1
+    terms = np.where(seen, d * d / (col * (n1 * n2)), 0.0)
+    stat = _sum(terms, axis=1, out=out[4])
+    out[5] = stats.chi_squared_p_value(stat, _sum(seen, axis=1, dtype=np.int64) - 1)
+
+
+def _feature_report(
+    plan: drift_plan.DriftPlan,
+    values: np.ndarray,
+    n: np.ndarray,
+    correction: str,
+    thresholds: dict[str, float],
+) -> DriftReport:
+    rows = values[:, plan.features]
+    by = dict(zip(drift_plan.VALUES, rows, strict=True))
+    p = by.pop("p_value")
+    effect = np.where(plan.feature_numeric, by["ks"], by["psi"])
+    floor = plan.floors(thresholds["drift_ks_min"], thresholds["drift_psi_min"])
+    p_adj = stats.adjust_p_values(p, correction)
+    reported = p == p  # not NaN
+    drifted = reported & (p_adj < thresholds["drift_alpha"]) & (effect >= floor)
+    return DriftReport(
+        features=plan.names,
+        kinds=plan.kinds,
+        n=n[plan.features],
+        scores={m: by[m] for m in dict.fromkeys(NUMERIC_METHODS + CATEGORICAL_METHODS)},
+        test=plan.tests,
         p_value=p,
         p_adjusted=p_adj,
         effect=effect,
         drifted=drifted,
         reported=reported,
     )
-    if schema.prediction_numeric is not None:
-        bs = numeric_scores(
-            schema.prediction_numeric, pred_live, settings.min_samples, settings.ks_p_value
+
+
+def _outputs(
+    plan: drift_plan.DriftPlan, values: np.ndarray, n: np.ndarray, thresholds: dict[str, float]
+) -> list[OutputDrift]:
+    """The drift of the model's outputs, each tested alone (no correction)."""
+    out = []
+    alpha = thresholds["drift_alpha"]
+    for name, row, numeric in plan.outputs:
+        v = dict(zip(drift_plan.VALUES, values[:, row].tolist(), strict=True))
+        methods = NUMERIC_METHODS if numeric else CATEGORICAL_METHODS
+        effect = v["ks"] if numeric else v["psi"]
+        floor = thresholds["drift_ks_min"] if numeric else thresholds["drift_psi_min"]
+        p = v["p_value"]
+        out.append(
+            OutputDrift(
+                output=name,
+                n=int(n[row]),
+                scores={m: v[m] for m in methods},
+                p_value=p,
+                drifted=bool(p < alpha and effect >= floor) if p == p else False,
+            )
         )
-        report.outputs.append(_output("value", bs, alpha, floors["ks"]))
-    if schema.prediction_classes is not None:
-        bs = categorical_scores(schema.prediction_classes, pred_live, settings.min_samples)
-        report.outputs.append(_output("class", bs, alpha, floors["chi2"]))
-    if schema.score is not None and schema.score.ref_counts.sum() > 0:
-        bs = numeric_scores(schema.score, score_live, settings.min_samples, settings.ks_p_value)
-        report.outputs.append(_output("score", bs, alpha, floors["ks"]))
-    return report
-
-
-def _output(name: str, bs: BlockScores, alpha: float, floor: float) -> OutputDrift:
-    p = float(bs.p_value[0])
-    effect = float(bs.effect[0])
-    drifted = bool(p < alpha and effect >= floor) if not np.isnan(p) else False
-    return OutputDrift(
-        output=name,
-        n=int(bs.n[0]),
-        scores={k: float(v[0]) for k, v in bs.scores.items()},
-        p_value=p,
-        drifted=drifted,
-    )
+    return out
