@@ -1,8 +1,8 @@
 """mlmon's benchmark suite: each figure a median over repeated runs (with min and max), each
 comparison a ratio against a baseline measured in the same run on the same data.
 
-    python -m bench              # the whole suite, ~3 minutes
-    python -m bench --quick      # fewer and shorter runs
+    python -m bench              # the whole suite, ~5 minutes
+    python -m bench --quick      # fewer and shorter runs (~3 minutes)
     python -m bench --memory-10m # also resident memory after 10M events (~5 more minutes)
 
 Writes bench/results/latest.json and prints a table.
@@ -248,207 +248,119 @@ def columnar_bodies(events: list[dict], batch: int) -> list[bytes]:
     return out
 
 
-# ------------------------------------------------------------------ scrape
-def scrape(target_series: int, runs: int) -> dict[str, Any]:
-    """Render /metrics of a monitor grown to about ``target_series`` series: the exporter's
-    path (collector + mlmon's renderer, after a first scrape has filled its label cache)
-    against prometheus_client's text writer alone on the same, already built families, and
-    the client library's whole path (collector -> Metric objects -> writer)."""
-    import gzip
+# ------------------------------------------------------------------ the suite
+def ingest(cfg: Path, quick: bool) -> dict[str, Any]:
+    """Ingest over HTTP, each figure preceded by a naive baseline: on a shared machine
+    speed drifts within a run, and a ratio against one early measurement would carry that
+    drift. Every ratio is against the median of all the baselines of the run."""
+    runs, seconds = (2, 2.0) if quick else (3, 5.0)
+    events = synthetic.without_labels(synthetic.events(spec(), 20_000, seed=5, version="v1"))
+    naive_runs: list[float] = []
 
-    from mlmon.cli import build_exposition
-    from mlmon.core.monitor import Monitor
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
+    def naive() -> None:
+        naive_runs.append(naive_events_per_second(cfg, events[:5_000], 1)["median"])
 
-    with tempfile.TemporaryDirectory() as d:
-        # enough versions allowed to grow past 50k series
-        cfg = setup(Path(d), limits={"max_versions": 100})
-        mon = Monitor(load_config(cfg))
-        m = mon.models[MODEL]
-        ev = synthetic.without_labels(synthetic.events(spec(), 600, seed=2))
-        registry, render = build_exposition(mon)
-        versions = 0
-        while True:
-            for e in ev:
-                e["version"] = f"v{versions}"
-            m.ingest(ev)
-            versions += 1
-            n = sum(len(f.samples) for f in registry.collect())
-            if n >= target_series or versions >= 100:
-                break
-        fast, writer_only, client, gz = [], [], [], []
-        families = list(registry.collect())
-
-        class Fixed:
-            def collect(self):
-                return families
-
-        text = render()  # the first scrape fills the label cache
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            text = render()
-            fast.append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            gzip.compress(text, compresslevel=1)
-            gz.append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            generate_latest(Fixed())  # type: ignore[arg-type]
-            writer_only.append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            generate_latest(registry)
-            client.append((time.perf_counter() - t0) * 1e3)
-        parsed = sum(len(f.samples) for f in text_string_to_metric_families(text.decode()))
-    return {
-        "series": parsed,
-        "versions": versions,
-        "render_ms": summary(fast),
-        "writer_only_ms": summary(writer_only),
-        "client_library_path_ms": summary(client),
-        "gzip_level1_ms": summary(gz),
-    }
-
-
-# ------------------------------------------------------------------ drift
-def drift(runs: int) -> dict[str, Any]:
-    """All windowed tests for 50 features (binned) against scipy's ks_2samp per feature on
-    the raw windows of the same data (10,000 values each side)."""
-    from mlmon.core.monitor import Monitor
-    from mlmon.core.state import Layout
-    from scipy.stats import ks_2samp
-
-    with tempfile.TemporaryDirectory() as d:
-        cfg = setup(Path(d))
-        mon = Monitor(load_config(cfg))
-        m = mon.models[MODEL]
-        live = synthetic.without_labels(
-            synthetic.events(spec(), 10_000, seed=3, shift={"x03": 0.5})
-        )
-        m.ingest(live)
-        w = m.state.snapshot()[0].window
-        train = synthetic.events(spec(), 10_000, seed=1)
-        names = list(spec().numeric)
-        raw_ref = {n: np.array([e["features"][n] for e in train]) for n in names}
-        raw_live = {n: np.array([e["features"][n] for e in live]) for n in names}
-        ours, scipy_t = [], []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            m._drift(w)
-            ours.append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            for n in names:
-                ks_2samp(raw_ref[n], raw_live[n])
-            scipy_t.append((time.perf_counter() - t0) * 1e3)
-        del Layout
-    return {
-        "features": 50,
-        "all_tests_ms": summary(ours),
-        "scipy_ks_2samp_45_numeric_ms": summary(scipy_t),
-    }
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--memory-10m", action="store_true")
-    ap.add_argument("--json", default="bench/results/latest.json")
-    args = ap.parse_args()
-    runs, seconds = (2, 2.0) if args.quick else (3, 5.0)
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {platform.platform()}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    with tempfile.TemporaryDirectory() as d:
-        cfg = setup(Path(d))
-        events = synthetic.without_labels(synthetic.events(spec(), 20_000, seed=5, version="v1"))
-        # The baseline is measured before each ingest figure and summarised over all of
-        # them: on a shared machine speed drifts within a run, and a ratio against one
-        # early measurement would carry that drift.
-        naive_runs: list[float] = []
-
-        def naive() -> None:
-            naive_runs.append(naive_events_per_second(cfg, events[:5_000], 1)["median"])
-
-        exporter = Exporter(cfg)
-        try:
+    out: dict[str, Any] = {}
+    exporter = Exporter(cfg)
+    try:
+        for key, bodies, per_body in (
+            ("ingest_row_json_batch100", row_bodies(events, 100), 100),
+            ("ingest_columnar_batch1000", columnar_bodies(events, 1000), 1000),
+            ("single_event", row_bodies(events[:2000], 1), 1),
+        ):
             naive()
-            results["ingest_row_json_batch100"] = http_ingest(
-                exporter, row_bodies(events, 100), 100, seconds, runs
-            )
-            naive()
-            results["ingest_columnar_batch1000"] = http_ingest(
-                exporter, columnar_bodies(events, 1000), 1000, seconds, runs
-            )
-            naive()
-            results["single_event"] = http_ingest(
-                exporter, row_bodies(events[:2000], 1), 1, seconds, runs
-            )
-            naive()
-        finally:
-            exporter.stop()
-        results["naive_observe"] = summary(naive_runs)
-    results["scrape"] = {str(n): scrape(n, max(runs, 5)) for n in (1_000, 10_000, 50_000)}
-    results["drift"] = drift(max(runs * 10, 30))
-    from bench.proxy import proxy_latency
+            out[key] = http_ingest(exporter, bodies, per_body, seconds, runs)
+        naive()
+    finally:
+        exporter.stop()
+    out["naive_observe"] = summary(naive_runs)
+    return out
 
-    results["proxy"] = proxy_latency(1_000 if args.quick else 3_000, runs)
+
+def rows_of(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The printed table: (figure, value, ratio against the same-run baseline, latency)."""
     naive = results["naive_observe"]["median"]
-    rows = [
-        ("naive observe() per feature, in-process", f"{naive:,.0f} events/s", ""),
-    ]
+    out = [("naive observe() per feature, in-process", f"{naive:,.0f} events/s", "1.00", "")]
     for key, label in (
         ("ingest_row_json_batch100", "ingest, row JSON, batch 100 (HTTP)"),
         ("ingest_columnar_batch1000", "ingest, columnar, batch 1000 (HTTP)"),
     ):
         r = results[key]
         ev = r["events_per_cpu_second"]["median"]
-        rows.append(
+        lat = f"p50 {r['p50_ms']['median']:.1f} ms, p99 {r['p99_ms']['median']:.1f} ms"
+        out.append((label, f"{ev:,.0f} events/CPU-s", f"{ev / naive:.2f} x naive", lat))
+    r = results["single_event"]
+    rps = r["requests_per_cpu_second"]["median"]
+    lat = f"p50 {r['p50_ms']['median']:.2f} ms, p99 {r['p99_ms']['median']:.2f} ms"
+    out.append(("single-event requests (HTTP)", f"{rps:,.0f} req/CPU-s", "", lat))
+    d = results["decoders"]
+    for name in ("typed", "orjson + numpy gather"):
+        x = d[name]
+        out.append(
             (
-                label,
-                f"{ev:,.0f} events/s per core",
-                f"x{ev / naive:.1f} vs naive; p50 {r['p50_ms']['median']:.1f} ms, "
-                f"p99 {r['p99_ms']['median']:.1f} ms",
+                f"row decoding, batch {d['batch']}: {name}",
+                f"{x['median_ms']:.2f} ms",
+                f"{x['speedup_vs_row_checks']:.2f} x row checks "
+                f"({d['row checks']['median_ms']:.2f} ms)",
+                f"p99 {x['p99_ms']:.2f} ms",
             )
         )
-    r = results["single_event"]
-    rows.append(
-        (
-            "single-event requests",
-            f"{r['requests_per_cpu_second']['median']:,.0f} req/s per core",
-            f"p50 {r['p50_ms']['median']:.2f} ms, p99 {r['p99_ms']['median']:.2f} ms",
-        )
-    )
-    for r in results["scrape"].values():
-        rows.append(
+    r = results["scrape"]
+    writer = r["writer_only_ms"]["median"]
+    for key, label in (("http_ms", "unchanged"), ("http_changed_ms", "every version changed")):
+        x = r[key]
+        out.append(
             (
-                f"/metrics, {r['series']:,} series",
-                f"{r['render_ms']['median']:.1f} ms",
-                f"x{r['writer_only_ms']['median'] / r['render_ms']['median']:.1f} faster than "
-                f"generate_latest alone ({r['writer_only_ms']['median']:.1f} ms); gzip "
-                f"{r['gzip_level1_ms']['median']:.1f} ms",
+                f"GET /metrics, {r['series']:,} series, {label}",
+                f"{x['median']:.1f} ms",
+                f"{writer / x['median']:.1f} x faster than generate_latest ({writer:.0f} ms)",
+                f"p50 {x['p50']:.1f} ms, p99 {x['p99']:.1f} ms",
             )
         )
     r = results["drift"]
-    rows.append(
+    x = r["all_tests_ms"]
+    out.append(
         (
             "all drift tests, 50 features",
-            f"{r['all_tests_ms']['median']:.2f} ms",
-            f"x{r['scipy_ks_2samp_45_numeric_ms']['median'] / r['all_tests_ms']['median']:.0f}"
-            f" faster than ks_2samp on raw windows "
-            f"({r['scipy_ks_2samp_45_numeric_ms']['median']:.0f} ms)",
+            f"{x['median']:.2f} ms",
+            f"{r['speedup_vs_previous']:.2f} x previous; {r['speedup_vs_scipy']:.0f} x ks_2samp",
+            f"p90 {x['p90']:.2f} ms, p99 {x['p99']:.2f} ms",
         )
     )
     r = results["proxy"]
-    rows.append(
+    out.append(
         (
             "proxy added latency (10 rows x 50 features)",
-            f"p50 {r['added_p50_ms']['median']:.2f} ms, p99 {r['added_p99_ms']['median']:.2f} ms",
-            f"direct p50 {r['direct_p50_ms']['median']:.2f} ms, p99 "
-            f"{r['direct_p99_ms']['median']:.2f} ms; captured {r['rows_captured']:,.0f} of "
-            f"{r['rows_sent']:,} rows",
+            f"p50 {r['added_p50_ms']['median']:.2f} ms",
+            f"direct p50 {r['direct_p50_ms']['median']:.2f} ms",
+            f"added p99 {r['added_p99_ms']['median']:.2f} ms",
         )
     )
+    return out
+
+
+def main() -> int:
+    from bench.decoders import measure as decoders
+    from bench.drift import drift
+    from bench.proxy import proxy_latency
+    from bench.scrape import scrape
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory-10m", action="store_true")
+    ap.add_argument("--json", default="bench/results/latest.json")
+    args = ap.parse_args()
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        results.update(ingest(setup(Path(d)), args.quick))
+    results["decoders"] = decoders(100, 100 if args.quick else 300)
+    results["scrape"] = scrape(10_000, 10 if args.quick else 30)
+    results["drift"] = drift(100)
+    results["proxy"] = proxy_latency(1_000 if args.quick else 3_000, 2 if args.quick else 3)
     if args.memory_10m:
         res = subprocess.run(
             [
@@ -461,10 +373,11 @@ def main() -> int:
             ]
         )
         results["memory_10m_exit"] = res.returncode
-    width = max(len(r[0]) for r in rows)
+    rows = rows_of(results)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"\nmlmon benchmarks — {results['machine']}\n")
-    for a, b, c in rows:
-        print(f"{a:<{width}}  {b:>26}  {c}")
+    for a, b, c, lat in rows:
+        print(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {lat}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwrote {args.json}")

@@ -1,0 +1,114 @@
+"""Row JSON to a Batch, three ways, in process, on the same bodies (45 numeric + 5
+categorical features, batches of 100 and 1,000), interleaved so that a slow phase of the
+machine hits all three alike:
+
+- ``row checks``: orjson to dicts, then `events.parse_events` (the path before the typed
+  decoder, and still the path of every body the typed decoder does not take whole);
+- ``typed``: `typedrows.RowDecoder` (msgspec decodes and validates into structs in C; the
+  arrays are gathered with a few C-level calls) — what `mlmon serve` runs;
+- ``orjson + numpy gather``: orjson to dicts, then one `np.array` per feature column with
+  a type check per column (`set(map(type, column))`): numpy's own conversion cannot be the
+  check, since it takes "1.5" and true as numbers.
+
+    python bench/decoders.py            # medians of 300 batches each
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlmon.core.config import load_config
+from mlmon.core.decoding import decode_events
+from mlmon.core.events import parse_events
+from mlmon.core.monitor import Monitor
+from mlmon.core.typedrows import RowDecoder
+from mlmon.demo import synthetic
+
+from bench.suite import MODEL, row_bodies, setup, spec
+
+NUMBER = {int, float, type(None)}
+
+
+def numpy_gather(body: bytes, schema: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The alternative design: per feature column, a type check and one conversion."""
+    events = orjson.loads(body)["events"]
+    feats = [e["features"] for e in events]
+    num = []
+    for name in schema.inputs_numeric:
+        col = [f.get(name) for f in feats]
+        if not set(map(type, col)) <= NUMBER:
+            raise ValueError(name)
+        num.append(np.array(col, dtype=np.float64))
+    cats = []
+    for name, vocab in zip(schema.categorical.names, schema.categorical.vocab, strict=True):
+        col = [f.get(name) for f in feats]
+        if not set(map(type, col)) <= {str, type(None)}:
+            raise ValueError(name)
+        cats.append([-1 if v is None else vocab.get(v, len(vocab)) for v in col])
+    return np.column_stack(num), np.array(cats, dtype=np.int64).T
+
+
+def measure(batch: int, runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        cfg = setup(Path(d))
+        m = Monitor(load_config(cfg)).models[MODEL]
+        events = synthetic.without_labels(synthetic.events(spec(), 20_000, seed=5, version="v1"))
+        bodies = row_bodies(events, batch)
+        typed = RowDecoder(m.schema, m.limits)
+        ways = {
+            "row checks": lambda b: parse_events(
+                decode_events(b, "application/json"), m.schema, m.limits
+            ),
+            "typed": typed.batch,
+            "orjson + numpy gather": lambda b: numpy_gather(b, m.schema),
+        }
+        assert typed.batch(bodies[0]) is not None
+        times: dict[str, list[float]] = {k: [] for k in ways}
+        for i in range(runs):
+            body = bodies[i % len(bodies)]
+            for name, way in ways.items():
+                t0 = time.process_time()
+                way(body)
+                times[name].append(time.process_time() - t0)
+    base = statistics.median(times["row checks"])
+    out: dict[str, Any] = {"batch": batch, "runs": runs}
+    for name, t in times.items():
+        med = statistics.median(t)
+        out[name] = {
+            "median_ms": med * 1e3,
+            "p99_ms": float(np.percentile(t, 99)) * 1e3,
+            "events_per_cpu_second": batch / med,
+            "speedup_vs_row_checks": base / med,
+        }
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=300)
+    args = ap.parse_args()
+    for batch in (100, 1000):
+        r = measure(batch, args.runs if batch == 100 else max(args.runs // 5, 30))
+        print(f"\nbatches of {batch} ({r['runs']} each, interleaved; CPU time)")
+        for name in ("row checks", "typed", "orjson + numpy gather"):
+            x = r[name]
+            print(
+                f"  {name:<22} {x['median_ms']:7.3f} ms  p99 {x['p99_ms']:7.3f} ms  "
+                f"{x['events_per_cpu_second']:>9,.0f} events/s  x{x['speedup_vs_row_checks']:.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
