@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from typing import NamedTuple
 
 OUTCOMES = ("matched", "unmatched", "expired", "duplicate")
 
 
-@dataclass(slots=True)
-class Pending:
+class Pending(NamedTuple):
+    """A prediction waiting for its label. A tuple, so a batch of them is built in C (see
+    `pending_rows`); being labelled replaces the entry with a marked copy, in place."""
+
     version: str
     time: float
     predicted: int  # class index, -1 for regression
@@ -25,6 +29,12 @@ class Pending:
     score: float  # tracked score (NaN when none)
     groups: tuple[int, ...]  # group index per sensitive attribute, -1 when absent
     labelled: bool = False
+
+
+def pending_rows(*columns: list) -> list[Pending]:
+    """Pending entries from columns of versions, times, predicted classes, values, scores
+    and groups: one tuple per row, none labelled yet."""
+    return list(map(partial(tuple.__new__, Pending), zip(*columns, repeat(False))))
 
 
 class LabelStore:
@@ -77,7 +87,7 @@ class LabelStore:
             elif p.labelled:
                 outcome = "duplicate"
             else:
-                p.labelled = True
+                p = self._items[key] = p._replace(labelled=True)  # keeps its place
                 outcome = "matched"
             self.outcomes[outcome] += 1
             return outcome, (p if outcome == "matched" else None)

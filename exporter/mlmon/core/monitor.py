@@ -30,7 +30,7 @@ from mlmon.core.config import (
 from mlmon.core.decoding import REJECT_REASONS, BadRequest
 from mlmon.core.events import parse_events
 from mlmon.core.fields import Batch, bad_class, bad_id, bad_timestamp, finite_number
-from mlmon.core.groundtruth import LabelStore, Pending
+from mlmon.core.groundtruth import LabelStore, Pending, pending_rows
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import EventTimes, Layout, ModelState, VersionSnapshot, label_delta
 from mlmon.core.typedrows import RowDecoder
@@ -285,7 +285,7 @@ class ModelMonitor:
         if self.shared is not None:
             self._remember_shared(keys, list(zip(*columns, strict=True)))
             return
-        self.labels.put_many(keys, list(map(Pending, *columns)))
+        self.labels.put_many(keys, pending_rows(*columns))
 
     def _remember_shared(self, keys: list[str], rows: list[tuple]) -> None:
         """Join records to the shared store's queue. A group past limits.max_groups goes as
