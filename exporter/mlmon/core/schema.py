@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mlmon.core.baseline import OTHER, SCORE_EDGES, SCORE_GRID, BaselineError, numeric_profile
+from mlmon.core.binning import BinLookup
 from mlmon.core.config import FeatureSpec, ModelConfig
 from mlmon.stats import divergences as stats
 from mlmon.stats import embedding, multivariate
@@ -116,7 +117,7 @@ class NumericBlock:
         )
 
     # Up to this many comparisons, binning compares every value with every edge in one
-    # vectorised step; beyond, one binary search per column is cheaper.
+    # vectorised step; beyond, the cell lookup of `binning` is cheaper.
     BROADCAST_LIMIT = 100_000
 
     def bin(self, x: np.ndarray) -> np.ndarray:
@@ -125,10 +126,11 @@ class NumericBlock:
         value, which is ``searchsorted(edges, x, side="left")``."""
         if x.shape[0] * self.edges.size <= self.BROADCAST_LIMIT:
             return np.count_nonzero(self.edges[None, :, :] < x[:, :, None], axis=-1)
-        out = np.empty(x.shape, dtype=np.int64)
-        for j in range(x.shape[1]):
-            out[:, j] = self.edges[j].searchsorted(x[:, j], side="left")
-        return out
+        return self.lookup.bin(x)
+
+    @cached_property
+    def lookup(self) -> BinLookup:
+        return BinLookup(self.edges)
 
     def coarse_cumulative(self, counts: np.ndarray) -> np.ndarray:
         """[F, C] cumulative counts at each column's coarse edges (the histogram buckets
