@@ -197,8 +197,17 @@ class JointModel:
     cat_order: np.ndarray
 
     def errors(self, x_num: np.ndarray, cat_idx: np.ndarray) -> np.ndarray:
+        if self.in_order:  # the usual case: no copy to reorder the columns
+            return multivariate.errors(self.reconstruction, x_num, cat_idx)
         return multivariate.errors(
             self.reconstruction, x_num[:, self.num_order], cat_idx[:, self.cat_order]
+        )
+
+    @cached_property
+    def in_order(self) -> bool:
+        return bool(
+            (self.num_order == np.arange(len(self.num_order))).all()
+            and (self.cat_order == np.arange(len(self.cat_order))).all()
         )
 
 

@@ -486,14 +486,17 @@ class ModelState:
         head = self._head(now)
         names = self._folded(batch.versions)
         groups: dict[tuple[str, int], list[int]] = {}
-        heads = [head] * batch.n if times.heads is None else times.heads.tolist()
-        for i, (v, h) in enumerate(zip(batch.versions, heads, strict=True)):
-            groups.setdefault((names[v], h), []).append(i)
+        if len(names) == 1 and times.heads is None:  # the usual batch: one version, now
+            groups[(names[batch.versions[0]], head)] = list(range(batch.n))
+        else:
+            heads = [head] * batch.n if times.heads is None else times.heads.tolist()
+            for i, (v, h) in enumerate(zip(batch.versions, heads, strict=True)):
+                groups.setdefault((names[v], h), []).append(i)
         # The deltas are computed outside the lock; only the additions hold it. Versions new
         # in this batch are created in order of their share of it: the order versions were
         # first seen names the default champion, and within one batch that is the majority
         # (__other__ last: it must not take a named version's place).
-        share = Counter(names[v] for v in batch.versions)
+        share = Counter(map(names.__getitem__, batch.versions))
         order = sorted(
             groups.items(), key=lambda item: (item[0][0] == OTHER_VERSION, -share[item[0][0]])
         )

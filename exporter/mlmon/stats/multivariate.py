@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -84,11 +85,11 @@ class Encoding:
     cat_scale: np.ndarray  # [G]
     clip: float = CLIP
 
-    @property
+    @cached_property
     def width(self) -> int:
         return len(self.num_mean) + sum(self.cat_columns)
 
-    @property
+    @cached_property
     def cat_offsets(self) -> np.ndarray:
         """The first encoded column of each categorical."""
         starts = np.concatenate(([0], np.cumsum(self.cat_columns, dtype=np.int64)))[:-1]
