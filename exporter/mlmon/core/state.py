@@ -149,15 +149,17 @@ def _numeric_indices(
 ) -> list[np.ndarray]:
     if x.shape[1] == 0 or x.shape[0] == 0:
         return []
-    width = block.width
-    present = ~np.isnan(x)
     bins = block.bin(x)
-    cols = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-    out = [bins_part.start + (cols * width + bins)[present], missing_part.start + cols[~present]]
+    bins += np.arange(bins_part.start, bins_part.start + x.shape[1] * block.width, block.width)
+    missing = np.isnan(x)
+    if missing.any():
+        out = [bins[~missing], missing_part.start + np.nonzero(missing)[1]]
+    else:
+        out = [bins.ravel()]
     if below is not None and above is not None:
         with np.errstate(invalid="ignore"):
-            out.append(below.start + cols[x < block.mins])
-            out.append(above.start + cols[x > block.maxs])
+            out.append(below.start + np.nonzero(x < block.mins)[1])
+            out.append(above.start + np.nonzero(x > block.maxs)[1])
     return out
 
 
@@ -167,7 +169,10 @@ def batch_delta(
     """The int and float increments that the selected rows of a batch add to a version."""
     all_rows = np.arange(batch.n)[rows]
     ok_rows = all_rows[batch.ok[all_rows]]
-    x, cats = batch.x_num[ok_rows], batch.cat_idx[ok_rows]
+    if ok_rows.size == batch.n:  # every event of the batch, and every one succeeded
+        x, cats = batch.x_num, batch.cat_idx
+    else:
+        x, cats = batch.x_num[ok_rows], batch.cat_idx[ok_rows]
     idx = _numeric_indices(
         schema.numeric, x, layout.num_bins, layout.num_missing, layout.num_below, layout.num_above
     )
