@@ -430,10 +430,8 @@ class ModelMonitor:
             else:
                 out.append(("matched", Pending(version, min(at, now), predicted, value, score, ())))
                 groups.append({a: g for a, g in zip(attrs, names, strict=False) if g != OTHER})
-        matched = [p for _, p in out if p is not None]
-        for p, g in zip(matched, self._group_indices(groups).tolist(), strict=True):
-            p.groups = tuple(g)
-        return out
+        indices = iter(self._group_indices(groups).tolist())
+        return [(o, p if p is None else p._replace(groups=tuple(next(indices)))) for o, p in out]
 
     def _bad_label(self, item: Any) -> tuple[str, str] | None:
         """What is wrong with one label item, as (field, message), or None. A classifier's
