@@ -206,3 +206,15 @@ def test_oversized_ids_and_groups_are_refused_in_both_forms(env, serve, tmp_path
     metrics = client.get("/metrics").text
     assert set(parse_metrics(metrics)) == series and str(value)[:1000] not in metrics
     assert abs(snapshot.stat().st_size - size) < 512
+
+
+def test_a_batch_of_no_events_is_accepted_as_nothing_in_both_forms(env, serve):
+    """Zero events with a numeric field column: accepted as nothing, as zero rows are,
+    not a crash on the empty column."""
+    mon, _, client = serve(env.config)
+    url = "/v1/models/credit-risk/predictions"
+    empty = {"features": {}, "prediction": [], "latency_seconds": [], "timestamp": []}
+    for body in ({"events": []}, {"columns": empty}):
+        r = client.post(url, json=body)
+        assert (r.status_code, r.json) == (200, {"accepted": 0, "rejected": 0}), body
+    assert mon.models["credit-risk"].state.versions == {}

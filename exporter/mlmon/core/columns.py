@@ -340,7 +340,7 @@ def _checked_numbers(
     """A numeric column as floats (null: NaN), each non-null value held to ``bad``."""
     col = _column(cols, key, n, errs)
     out = np.full(n, np.nan)
-    if col is None:
+    if not col:  # none, or a batch of no events
         return out
     if set(map(type, col)) <= {int, float}:
         try:
