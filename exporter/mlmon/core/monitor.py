@@ -33,6 +33,7 @@ from mlmon.core.fields import Batch, bad_class, bad_id, bad_timestamp, finite_nu
 from mlmon.core.groundtruth import LabelStore, Pending, pending_rows
 from mlmon.core.schema import ModelSchema, resolve
 from mlmon.core.state import EventTimes, Layout, ModelState, VersionSnapshot, label_delta
+from mlmon.core.typedcolumns import ColumnDecoder
 from mlmon.core.typedrows import RowDecoder
 from mlmon.stats import attribution, drift, evaluation, joint
 
@@ -117,7 +118,8 @@ class ModelMonitor:
         self._groups_lock = threading.Lock()
         self._cache: dict[str, tuple[Any, ...]] = {}
         self._cache_lock = threading.Lock()
-        self._rows: RowDecoder | None = None  # the typed decoder of the current schema
+        # the typed decoders (`typedrows`, `typedcolumns`) of the current schema and limits
+        self._decoders: dict[type, RowDecoder | ColumnDecoder] = {}
 
     @property
     def name(self) -> str:
@@ -165,10 +167,23 @@ class ModelMonitor:
     def ingest_typed(self, body: bytes) -> Batch | None:
         """A row body through the typed fast path (`typedrows`): the applied Batch when every
         event in it is valid, else None, with nothing applied (`ingest` decides then)."""
-        rows = self._rows
-        if rows is None or rows.schema is not self.schema or rows.limits is not self.limits:
-            rows = self._rows = RowDecoder(self.schema, self.limits)
-        batch = rows.batch(body)
+        return self._ingest_fast(RowDecoder, body)
+
+    def ingest_typed_columns(self, body: bytes) -> Batch | None:
+        """A columnar body through the typed fast path (`typedcolumns`): the applied Batch
+        when every value in it is valid, else None, with nothing applied (`ingest_columns`
+        decides then)."""
+        return self._ingest_fast(ColumnDecoder, body)
+
+    def _ingest_fast(self, kind: type[RowDecoder | ColumnDecoder], body: bytes) -> Batch | None:
+        decoder = self._decoders.get(kind)
+        if (
+            decoder is None
+            or decoder.schema is not self.schema
+            or decoder.limits is not self.limits
+        ):
+            decoder = self._decoders[kind] = kind(self.schema, self.limits)
+        batch = decoder.batch(body)
         if batch is None:
             return None
         if self.schema.config.sensitive_attributes:

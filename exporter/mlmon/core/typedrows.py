@@ -27,8 +27,7 @@ import numpy as np
 from msgspec.structs import astuple
 
 from mlmon.core.baseline import OTHER
-from mlmon.core.catalog import NAME_RE
-from mlmon.core.fields import Batch, failure_index, tracked_score
+from mlmon.core.fields import Batch, bad_version, failure_index, tracked_score
 from mlmon.core.schema import CategoricalBlock, ModelSchema
 from mlmon.core.values import label_text
 
@@ -94,7 +93,7 @@ def _types(schema: ModelSchema, limits: dict[str, int]) -> tuple[type, type]:
     fields: list[tuple[str, Any, Any]] = [
         ("features", features | None, None),
         ("prediction", (label if classification else _NUMBER) | None, None),
-        ("version", Annotated[str, msgspec.Meta(pattern=NAME_RE.pattern)] | None, None),
+        ("version", str | None, None),  # names checked by `_needs_row_checks`
         ("id", text | _INT | None, None),
         ("timestamp", _NUMBER | None, None),
         (
@@ -153,7 +152,8 @@ def _to_batch(dec: RowDecoder, events: list[Any]) -> Batch | None:
 
 def _needs_row_checks(cols: Columns) -> bool:
     """True when a value of the batch is one the fast types cannot decide alone: features
-    or a prediction missing without an error, a group named as the reserved overflow slot.
+    or a prediction missing without an error, a version that is no valid name, a group
+    named as the reserved overflow slot.
     Text and numbers need no check of their own: msgspec refuses lone surrogates (the only
     strings the row checks refuse as no valid Unicode) and numbers beyond a float's range
     (the only non-finite numbers JSON can spell)."""
@@ -161,6 +161,8 @@ def _needs_row_checks(cols: Columns) -> bool:
         for f, p, e in zip(cols.features, cols.prediction, cols.error, strict=True):
             if (f is None or p is None) and e is None:
                 return True
+    if any(v is not None and bad_version(v) for v in set(cols.version)):
+        return True  # checked here, not by a msgspec pattern (see `typedcolumns`)
     return any(g and OTHER in g.values() for g in cols.groups)
 
 

@@ -124,8 +124,14 @@ class Api:
     ) -> Reply:
         def apply(m: ModelMonitor, raw: bytes) -> Reply:
             limit = self.monitor.config.limits["max_batch_events"]
-            # a valid row batch decodes typed; anything else takes the checks that explain it
-            typed = m.ingest_typed(raw) if is_plain_json(content_type) else None
+            # a valid row or columnar batch decodes typed (rows tried first: a body of the
+            # other form fails at its first key); anything else takes the checks that
+            # explain it
+            typed = None
+            if is_plain_json(content_type):
+                typed = m.ingest_typed(raw)
+                if typed is None:
+                    typed = m.ingest_typed_columns(raw)
             if typed is not None:
                 batch, details = typed, []
             elif (
