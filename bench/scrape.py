@@ -15,7 +15,8 @@ after version, until it exports the target number of series. Then:
 - over HTTP: the same versions posted to `mlmon serve`, then GET /metrics on a keep-alive
   connection, client-side wall time of the whole response, unchanged and changed as above.
   With ``--against REF`` a second exporter runs the package as it is at git ``REF`` (e.g.
-  HEAD), on the same data, its scrapes interleaved with this tree's.
+  HEAD), on the same data, its scrapes interleaved with this tree's; the two texts are then
+  compared line by line (the process's own metrics and the render times aside).
 
 Figures are medians with p50/p90/p99 over the runs; ratios are of medians of this run.
 """
@@ -102,6 +103,19 @@ class Served:
         status, reply = self.call("POST", f"/v1/models/{MODEL}/predictions", body)
         if status != 200:
             raise RuntimeError(f"ingest answered {status}: {reply[:200]!r}")
+
+    def text(self) -> list[str]:
+        """The /metrics lines, but for those that move on their own (the process's CPU
+        and memory, the render times)."""
+        status, body = self.call("GET", "/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        moving = ("process_", "mlmon_scrape_render_seconds")
+
+        def name(line: str) -> str:  # the metric name, of a sample or a HELP/TYPE line
+            return line.split(" ", 3)[2] if line.startswith("# ") else line
+
+        return [x for x in body.decode().splitlines() if not name(x).startswith(moving)]
 
     def scrape_ms(self) -> float:
         t0 = time.perf_counter()
@@ -228,6 +242,7 @@ def scrape(target_series: int, runs: int, against: str | None = None) -> dict[st
             servers[against] = Served(cfg, checkout(against, Path(d) / "ref"))
         try:
             http = over_http(servers, version_bodies(ev, versions), touch_body(ev, versions), runs)
+            texts = [s.text() for s in servers.values()]
         finally:
             for s in servers.values():
                 s.stop()
@@ -248,6 +263,10 @@ def scrape(target_series: int, runs: int, against: str | None = None) -> dict[st
             "package": servers[against].package,
             "http_ms": stats(http[against]["same"]),
             "http_changed_ms": stats(http[against]["changed"]),
+            # lines of one exporter's text not in the other's (same data, same requests)
+            "differing_lines": len(set(texts[0]) ^ set(texts[1])),
+            "lines": len(texts[0]),
+            "identical": texts[0] == texts[1],  # and in the same order
         }
     return result
 
@@ -287,6 +306,10 @@ def table(r: dict[str, Any]) -> str:
                 (f"GET /metrics at {a['ref']}, {label}", a[key], f"x{ratio:.1f} faster now")
             )
     head = f"/metrics, {r['series']:,} series ({r['versions']} versions)"
+    if "against" in r:
+        a = r["against"]
+        same = "identical" if a["identical"] else f"{a['differing_lines']} lines differ"
+        head += f"; text against {a['ref']}'s ({a['lines']} lines): {same}"
     lines = [head, f"{'':<48} {'median':>8} {'p50':>8} {'p90':>8} {'p99':>8}  (ms)"]
     for label, s, note in rows:
         cells = " ".join(f"{s[k]:8.2f}" for k in ("median", "p50", "p90", "p99"))

@@ -430,3 +430,80 @@ def test_families_with_escapes_specials_counters_and_histograms_match_the_client
     one_by_one.add(["m2"], (0.1, 1.0), [1, 3], 4, 1.5)
     one_by_one.add(["m3"], (1.0,), [2], 2, 0.0)
     assert fams[2].samples == one_by_one.samples
+
+
+def _drift_features_one_by_one(m, view, mv):
+    """`metrics.drift.features` the obvious way: one sample at a time from the report."""
+    from mlmon.metrics.families import Families
+
+    f = Families()
+    r = view.report
+    names = {
+        "score": "mlmon_feature_drift_score",
+        "p": "mlmon_feature_drift_p_value",
+        "padj": "mlmon_feature_drift_adjusted_p_value",
+    }
+    fams = {k: f.gauge(n, "", [*MV_LABELS, "feature", "method"]) for k, n in names.items()}
+    flag = f.gauge("mlmon_feature_drifted", "", [*MV_LABELS, "feature"])
+    for method, arr in r.scores.items():
+        for i, feat in enumerate(r.features):
+            if r.reported[i] and not np.isnan(arr[i]):
+                fams["score"].add_metric([*mv, feat, method], float(arr[i]))
+    for i, feat in enumerate(r.features):
+        if r.reported[i]:
+            fams["p"].add_metric([*mv, feat, r.test[i]], float(r.p_value[i]))
+            fams["padj"].add_metric([*mv, feat, r.test[i]], float(r.p_adjusted[i]))
+    for i, feat in enumerate(r.features):
+        if r.reported[i]:
+            flag.add_metric([*mv, feat], float(r.drifted[i]))
+    return {fam.name: fam.samples for fam in f.all()}
+
+
+MV_LABELS = ["model", "version"]
+
+
+def test_drift_features_from_shared_rows_equal_one_sample_at_a_time(small_env):
+    """The drift families picked from shared label rows by masks hold exactly the samples
+    of the report taken one by one: features not yet tested, methods that do not apply
+    (NaN) and two versions that share the rows' cache."""
+    from mlmon.metrics import drift
+    from mlmon.metrics.families import Families
+
+    mon = small_env.monitor(FakeClock())
+    m = mon.models[MODEL]
+    for version, n in (("a", 300), ("b", 40)):  # b: fewer than min_samples, nothing tested
+        ev = synthetic.events(small_env.spec, n, seed=5, version=version)
+        for e in ev[::7]:
+            e["features"]["age"] = None
+        m.ingest(synthetic.without_labels(ev))
+    views = m.views()
+    assert {v.snapshot.version for v in views} == {"a", "b"}
+    tested = 0
+    for _ in range(2):  # the second time from the cached rows
+        for view in views:
+            mv = [MODEL, view.snapshot.version]
+            f = Families()
+            drift.features(f, m, view, mv)
+            got = {fam.name: fam.samples for fam in f.all()}
+            assert got == _drift_features_one_by_one(m, view, mv)
+            tested += len(got["mlmon_feature_drifted"])
+    assert tested == 2 * len(views[0].report.features)  # a tested all, b none
+    assert any(np.isnan(a).any() for a in views[0].report.scores.values())
+
+
+def test_coarse_cumulative_gathers_what_the_schema_computes(small_env):
+    """The collector's flat gather of cumulative counts at the coarse edges equals the
+    schema's own `coarse_cumulative`, for live counts and for the baseline's."""
+    from mlmon.metrics.families import coarse_cumulative
+
+    m = small_env.monitor(FakeClock()).models[MODEL]
+    num = m.schema.numeric
+    rng = np.random.default_rng(3)
+    for counts in (num.ref_counts, rng.integers(0, 50, num.ref_counts.shape)):
+        for _ in range(2):  # built, then from the kept index
+            got = coarse_cumulative(num, counts)
+            assert got.shape == num.coarse_index.shape
+            assert np.array_equal(got, num.coarse_cumulative(counts))
+    score = m.schema.score
+    counts = rng.integers(0, 9, (1, score.ref_counts.shape[-1]))
+    assert np.array_equal(coarse_cumulative(score, counts), score.coarse_cumulative(counts))

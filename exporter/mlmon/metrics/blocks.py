@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
-from mlmon.metrics.exposition import Block, Renderer, Seen, header
+from mlmon.metrics.exposition import Block, Family, Renderer, Seen, header
 from mlmon.metrics.families import Families
 
 # (family name, its header, the unit's sample lines of it)
@@ -71,10 +71,22 @@ class BlockCache:
         fams = list(families.all())
         lines = self._renderer.write(fams, seen)
         chunks = [
-            (fam.name, header(fam).encode(), text.encode())
-            for fam, text in zip(fams, lines, strict=True)
+            (fam.name, _header(fam), text.encode()) for fam, text in zip(fams, lines, strict=True)
         ]
         return _Entry(unit.stamp, unit.keep, chunks, seen)
+
+
+def _header(fam: Family) -> bytes:
+    key = (fam.name, fam.kind, fam.doc)
+    text = _HEADERS.get(key)
+    if text is None:
+        if len(_HEADERS) > 10_000:
+            _HEADERS.clear()
+        text = _HEADERS[key] = header(fam).encode()
+    return text
+
+
+_HEADERS: dict[tuple[str, str, str], bytes] = {}
 
 
 def merge(units: Iterable[list[Chunk]]) -> list[Block]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlmon.core.monitor import ModelMonitor, VersionView
+from mlmon.metrics import rows
 from mlmon.metrics.families import MV, Families
 from mlmon.stats.joint import METHOD
 
@@ -53,16 +54,15 @@ def features(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> 
         "1 when the feature counts as drifted in the window, else 0.",
         [*MV, "feature"],
     )
-    reported = np.flatnonzero(r.reported).tolist()
-    feats = [r.features[i] for i in reported]
+    reported = r.reported
     for method, arr in r.scores.items():
-        vals = arr[reported].tolist()
-        keep = [k for k, x in enumerate(vals) if x == x]  # not NaN
-        score.add_many([(*mv, feats[k], method) for k in keep], [vals[k] for k in keep])
-    tests = [(*mv, feats[k], r.test[i]) for k, i in enumerate(reported)]
+        keep = reported & (arr == arr)  # not NaN
+        score.add_many(rows.table(rows.rows(mv, r.features, method))[keep].tolist(), arr[keep])
+    tests = rows.table(rows.pairs(mv, r.features, r.test))[reported].tolist()
     pval.add_many(tests, r.p_value[reported])
     padj.add_many(tests, r.p_adjusted[reported])
-    flag.add_many([(*mv, f_) for f_ in feats], r.drifted[reported].astype(float))
+    feats = rows.table(rows.rows(mv, r.features))[reported].tolist()
+    flag.add_many(feats, r.drifted[reported].astype(float))
 
 
 def outputs(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:

@@ -132,15 +132,9 @@ class Family:
         ``labels[j]``, the bounds ``bounds[j]`` and its cumulative counts at them in row j
         of ``cumulative`` (padded beyond its bounds), its count and sum in ``counts[j]``
         and ``sums[j]``. The values are gathered from the arrays in one step."""
-        key = (tuple(labels), tuple(map(tuple, bounds)), cumulative.shape[1])
-        plan = _HISTOGRAM_PLANS.get(key)
-        if plan is None:
-            if len(_HISTOGRAM_PLANS) > 10_000:
-                _HISTOGRAM_PLANS.clear()
-            plan = _HISTOGRAM_PLANS[key] = _histogram_plan(*key)
-        rows, suffixes, index = plan
-        table = np.column_stack([cumulative, counts, counts, sums]).astype(np.float64)
-        self.values += table.ravel()[index].tolist()
+        rows, suffixes, index = _plan_of(labels, bounds, cumulative.shape[1])
+        table = np.concatenate((cumulative.ravel(), counts.ravel(), sums.ravel()), dtype=np.float64)
+        self.values += table[index].tolist()
         self.label_values += rows
         self.suffixes += suffixes
 
@@ -159,27 +153,50 @@ def _histogram_suffixes(bounds: int) -> tuple[str, ...]:
     return suffixes
 
 
+def _plan_of(labels: list[tuple[str, ...]], bounds: Sequence[Sequence[float]], width: int):
+    """`_histogram_plan` of these labels and bounds, found by the objects' identity when
+    the caller passes the same ones as before (the collector's shared label rows and
+    schema edges, never changed), else by their content."""
+    ident = (id(labels), id(bounds), width)
+    hit = _PLANS_BY_ID.get(ident)
+    if hit is not None and hit[0] is labels and hit[1] is bounds:
+        return hit[2]
+    key = (tuple(labels), tuple(map(tuple, bounds)), width)
+    plan = _HISTOGRAM_PLANS.get(key)
+    if plan is None:
+        if len(_HISTOGRAM_PLANS) > 10_000:
+            _HISTOGRAM_PLANS.clear()
+        plan = _HISTOGRAM_PLANS[key] = _histogram_plan(*key)
+    if len(_PLANS_BY_ID) > 10_000:
+        _PLANS_BY_ID.clear()
+    # holding both objects keeps their ids from being reused by others
+    _PLANS_BY_ID[ident] = (labels, bounds, plan)
+    return plan
+
+
 def _histogram_plan(
     labels: tuple[tuple[str, ...], ...], bounds: tuple[tuple[float, ...], ...], width: int
 ) -> tuple[list[tuple[str, ...]], list[str], np.ndarray]:
     """The label values and suffixes of `add_histograms`' samples, and where each sample's
-    value sits in the flattened [cumulative | count | count | sum] table."""
+    value sits in the table [cumulative (flattened) | counts | sums]: +Inf and _count both
+    read the count."""
     rows: list[tuple[str, ...]] = []
     suffixes: list[str] = []
     index: list[int] = []
-    stride = width + 3
+    counts = len(labels) * width
+    sums = counts + len(labels)
     for j, (base, b) in enumerate(zip(labels, bounds, strict=True)):
         les = _le_texts(b)
         rows += [(*base, le) for le in (*les, "+Inf")] + [base, base]
         suffixes += _histogram_suffixes(len(les))
-        start = j * stride
-        index += [*range(start, start + len(les)), start + width, start + width + 1]
-        index.append(start + width + 2)
+        start = j * width
+        index += [*range(start, start + len(les)), counts + j, counts + j, sums + j]
     return rows, suffixes, np.asarray(index, dtype=np.intp)
 
 
 _SUFFIXES: dict[int, tuple[str, ...]] = {}
 _HISTOGRAM_PLANS: dict[tuple, tuple[list[tuple[str, ...]], list[str], np.ndarray]] = {}
+_PLANS_BY_ID: dict[tuple[int, int, int], tuple[Any, Any, tuple]] = {}
 # (label values, `le` texts) -> the label values of the histogram's samples
 _HISTOGRAM_ROWS: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, ...]]] = {}
 _LE_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
+from mlmon.core.schema import NumericBlock
 from mlmon.metrics.exposition import Family
 
 # the labels of every per-version series
@@ -46,3 +49,21 @@ class Families:
 
     def all(self) -> Iterator[Family]:
         return iter(self._by_name.values())
+
+
+def coarse_cumulative(num: NumericBlock, counts: np.ndarray) -> np.ndarray:
+    """``num.coarse_cumulative(counts)`` ([F, C] cumulative counts at the coarse edges),
+    gathered from the flattened cumulative counts with one index kept per block."""
+    width = counts.shape[-1]
+    hit = _FLAT_INDEX.get((id(num), width))
+    if hit is None or hit[0] is not num:
+        if len(_FLAT_INDEX) > 1_000:
+            _FLAT_INDEX.clear()
+        starts = np.arange(num.coarse_index.shape[0])[:, None] * width
+        hit = _FLAT_INDEX[id(num), width] = (num, (num.coarse_index + starts).ravel())
+    flat = np.cumsum(counts, axis=-1).ravel()[hit[1]]
+    return flat.reshape(num.coarse_index.shape)
+
+
+# (id(block), width) -> (the block, the index); holding the block keeps its id its own
+_FLAT_INDEX: dict[tuple[int, int], tuple[NumericBlock, np.ndarray]] = {}

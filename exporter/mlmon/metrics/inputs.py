@@ -6,7 +6,8 @@ from __future__ import annotations
 from mlmon.core.baseline import OTHER
 from mlmon.core.monitor import ModelMonitor, VersionView
 from mlmon.core.state import Layout
-from mlmon.metrics.families import MV, Families
+from mlmon.metrics import rows
+from mlmon.metrics.families import MV, Families, coarse_cumulative
 
 
 def baseline(f: Families, m: ModelMonitor) -> None:
@@ -106,9 +107,9 @@ def _numeric(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> 
     )
     counts = v(t, lay.num_bins)
     fam.add_histograms(
-        [(*mv, feat) for feat in num.names],
+        rows.rows(mv, num.names),
         num.coarse_edges,
-        num.coarse_cumulative(counts),
+        coarse_cumulative(num, counts),
         counts.sum(axis=-1),
         v(ft, lay.num_sum),
     )
@@ -118,7 +119,7 @@ def _numeric(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> 
         [*MV, "feature"],
     )
     oor = v(t, lay.num_below) + v(t, lay.num_above)
-    fam.add_many([(*mv, feat) for feat in num.names], oor)
+    fam.add_many(rows.rows(mv, num.names), oor)
 
 
 def _missing(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
@@ -129,8 +130,8 @@ def _missing(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> 
         "Missing values (absent, null, NaN, infinite) of a feature.",
         [*MV, "feature"],
     )
-    miss.add_many([(*mv, feat) for feat in s.numeric.names], v(t, lay.num_missing))
-    miss.add_many([(*mv, feat) for feat in s.categorical.names], v(t, lay.cat_missing))
+    miss.add_many(rows.rows(mv, s.numeric.names), v(t, lay.num_missing))
+    miss.add_many(rows.rows(mv, s.categorical.names), v(t, lay.cat_missing))
 
 
 def _categories(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> None:
@@ -146,4 +147,4 @@ def _categories(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) 
     cc = v(view.snapshot.total, lay.cat_bins)
     for j, feat in enumerate(cat.names):
         cs = cat.categories[j]
-        fam.add_many([(*mv, feat, c) for c in cs], cc[j, : len(cs)])
+        fam.add_many(rows.rows((*mv, feat), cs), cc[j, : len(cs)])

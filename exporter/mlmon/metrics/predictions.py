@@ -9,8 +9,9 @@ from mlmon.core.baseline import OTHER
 from mlmon.core.monitor import ModelMonitor, VersionView
 from mlmon.core.schema import NumericBlock
 from mlmon.core.state import Layout
+from mlmon.metrics import rows
 from mlmon.metrics.exposition import Family
-from mlmon.metrics.families import MV, Families
+from mlmon.metrics.families import MV, Families, coarse_cumulative
 
 
 def baseline(f: Families, m: ModelMonitor) -> None:
@@ -77,9 +78,8 @@ def values(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -> No
             f"Predicted classes; unknown classes count as {OTHER}.",
             [*MV, "class"],
         )
-        counts = v(t, lay.pred_bins)[0]
-        for k, c in enumerate(s.prediction_classes.categories[0]):
-            fam.add_metric([*mv, c], counts[k])
+        classes = s.prediction_classes.categories[0]
+        fam.add_many(rows.rows(mv, classes), v(t, lay.pred_bins)[0, : len(classes)])
     if s.score is not None:
         _histogram(
             f.histogram(
@@ -104,6 +104,6 @@ def _histogram(
     labels: list[str],
 ) -> None:
     """The one column of ``block`` as a histogram on its coarse edges."""
-    cum = block.coarse_cumulative(counts)[0]
+    cum = coarse_cumulative(block, counts)[0]
     edges = block.coarse_edges[0]
     fam.add(labels, edges, cum[: len(edges)], counts.sum(), total)

@@ -7,6 +7,7 @@ import numpy as np
 from mlmon.core.config import FAILURE_REASONS
 from mlmon.core.monitor import ModelMonitor, VersionView
 from mlmon.core.state import LATENCY_BUCKETS, Layout
+from mlmon.metrics import rows
 from mlmon.metrics.families import MV, Families
 
 
@@ -22,8 +23,7 @@ def inferences(f: Families, m: ModelMonitor, view: VersionView, mv: list[str]) -
         MV,
     ).add_metric(mv, t[lay.ok_events.start])
     fam = f.counter("mlmon_inference_failures", "Failed inferences, by reason.", [*MV, "reason"])
-    for i, reason in enumerate(FAILURE_REASONS):
-        fam.add_metric([*mv, reason], v(t, lay.failures)[i])
+    fam.add_many(rows.rows(mv, FAILURE_REASONS), v(t, lay.failures)[: len(FAILURE_REASONS)])
     lat = v(t, lay.latency)
     f.histogram(
         "mlmon_inference_latency_seconds",
