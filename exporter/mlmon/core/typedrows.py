@@ -18,8 +18,8 @@ it accepts, `parse_events` accepts too and turns into the same Batch
 from __future__ import annotations
 
 import math
-from itertools import chain
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -175,12 +175,8 @@ def _outcomes(schema: ModelSchema, cols: Columns, failed: int) -> dict[str, Any]
     score = np.full(n, np.nan)
     if schema.prediction_classes is not None:
         vocab = schema.prediction_classes.vocab[0]
-        other = len(vocab)
-        pred_idx[:] = [
-            -1 if p is None else vocab.get(p if type(p) is str else label_text(p), other)
-            for p in cols.prediction
-        ]
-        score[:] = [math.nan if s is None else tracked_score(s, schema) for s in cols.scores]
+        pred_idx[:] = label_indices(cols.prediction, vocab, len(vocab))
+        score[:] = _scores(schema, cols.scores)
     else:
         values = np.array([math.nan if p is None else p for p in cols.prediction], dtype=np.float64)
         if np.isinf(values).any():
@@ -206,13 +202,40 @@ def _outcomes(schema: ModelSchema, cols: Columns, failed: int) -> dict[str, Any]
     }
 
 
+def label_indices(values: tuple[Any, ...], vocab: dict[str, int], other: int) -> list[int]:
+    """Each class or category's index in ``vocab`` (``other`` when not in it, -1 when
+    null), in one C-level pass when the values are all strings or all integers (whose
+    decimal text is their label text)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(vocab.get, values, repeat(other)))
+    if kinds == {int}:
+        return list(map(vocab.get, map(str, values), repeat(other)))
+    return [
+        -1 if v is None else vocab.get(v if type(v) is str else label_text(v), other)
+        for v in values
+    ]
+
+
+def _scores(schema: ModelSchema, scores: tuple[Any, ...]) -> list[float]:
+    """Each event's tracked score (`fields.tracked_score`); a binary model's scores that
+    all name the positive class are read in one C-level pass."""
+    pos = schema.positive_class
+    if pos is not None and set(map(type, scores)) == {dict}:
+        try:
+            return list(map(itemgetter(pos), scores))
+        except KeyError:
+            pass
+    return [math.nan if s is None else tracked_score(s, schema) for s in scores]
+
+
 def _numeric(rows: list[tuple[Any, ...]], f: int) -> np.ndarray:
     """The [n, F] numeric matrix (NaN: missing) from each event's feature values (numeric
     first). msgspec gives only finite floats and 64-bit integers, so every value fits."""
     n = len(rows)
     if not f:
         return np.empty((n, 0))
-    values = [r[:f] for r in rows]
+    values = list(map(itemgetter(slice(None, f)), rows))
     try:  # one pass in C when no value is missing
         return np.fromiter(chain.from_iterable(values), np.float64, count=n * f).reshape(n, f)
     except TypeError:  # a null: numpy turns it into NaN
@@ -226,11 +249,7 @@ def _categorical(block: CategoricalBlock, rows: list[tuple[Any, ...]], f: int) -
     if not len(block):
         return np.full((n, 0), -1, dtype=np.int64)
     out = np.empty((len(block), n), dtype=np.int64)
-    cols = zip(*[r[f:] for r in rows], strict=True)
+    cols = zip(*map(itemgetter(slice(f, None)), rows), strict=True)
     for j, (col, vocab) in enumerate(zip(cols, block.vocab, strict=True)):
-        other = len(vocab)
-        out[j] = [
-            -1 if v is None else vocab.get(v if type(v) is str else label_text(v), other)
-            for v in col
-        ]
+        out[j] = label_indices(col, vocab, len(vocab))
     return out.T.copy()
